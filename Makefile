@@ -1,0 +1,21 @@
+# Two entry points: `make run` (the main job) and `make test` (what .ci/run calls).
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: run test clean
+
+$(INSTALLED): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --disable-pip-version-check -q -e ".[test]"
+	touch $(INSTALLED)
+
+run: $(INSTALLED)
+	$(VENV)/bin/fedtosc run $(ARGS)
+
+test: $(INSTALLED)
+	$(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) runs .flwr_home

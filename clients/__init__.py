@@ -1,0 +1,1 @@
+"""The edge role: the Flower ClientApp and SuperNode deployment material."""

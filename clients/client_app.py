@@ -1,0 +1,86 @@
+"""The ClientApp: what an edge device does with each message from the server.
+
+describe  -> remember the run's config, report partition and channel profile
+knowledge -> cache this node's knowledge slice in its context state (sent once per run)
+train     -> distill the global student on local data through the node's channel, reply weights
+"""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedtosc.experiment import load_teacher, resolve_device
+from fedtosc.federated import cached_experiment, config_from_record, local_data, node_facts
+from fedtosc.models.student import build_student
+from fedtosc.training import train_student
+
+app = ClientApp()
+
+
+@app.query("describe")
+def describe(msg: Message, context: Context) -> Message:
+    context.state["config"] = msg.content.config_records["config"]
+    config = config_from_record(context.state.config_records["config"])
+    facts = node_facts(context, config)
+    reply = ConfigRecord(
+        {
+            "partition-id": facts.partition_id,
+            "channel-profile": facts.profile.describe(),
+            "num-examples": len(cached_experiment(str(context.state["config"]["config-json"])).plan.client_indices[facts.partition_id]),
+        }
+    )
+    return Message(RecordDict({"node": reply}), reply_to=msg)
+
+
+@app.query("knowledge")
+def receive_knowledge(msg: Message, context: Context) -> Message:
+    context.state["knowledge"] = msg.content.array_records["knowledge"]
+    context.state["knowledge-header"] = msg.content.config_records["knowledge-header"]
+    return Message(RecordDict({"ack": ConfigRecord({"received": True})}), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    config_json = str(context.state.config_records["config"]["config-json"])
+    config = config_from_record(context.state.config_records["config"])
+    experiment = cached_experiment(config_json)
+    facts = node_facts(context, config)
+    device = resolve_device(config.device)
+    server_round = int(msg.content.config_records["config"]["server-round"])
+    knowledge = _cached_knowledge(context) if config.knowledge.mode == "prestored" else None
+    data = local_data(experiment, facts.partition_id, knowledge)
+    train_split = experiment.splits.train
+    student = build_student(train_split.image_shape[0], len(train_split.class_names), config.student)
+    global_state = msg.content.array_records["arrays"].to_torch_state_dict()
+    student.load_state_dict(global_state)
+    proximal = [p.detach().clone() for p in student.parameters()] if config.strategy.name == "fedprox" else None
+    online_teacher = load_teacher(experiment, device) if config.knowledge.mode == "online" else None
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + facts.partition_id * 1_009 + server_round)
+    metrics = train_student(
+        student,
+        data,
+        profile=facts.profile,
+        channel=facts.profile.make_channel(config.channel.block_length),
+        config=config,
+        server_round=server_round,
+        generator=generator,
+        device=device,
+        online_teacher=online_teacher,
+        proximal_reference=proximal,
+    )
+    metrics.update({"num-examples": len(data), "partition-id": facts.partition_id})
+    content = RecordDict({"arrays": ArrayRecord(student.cpu().state_dict()), "metrics": MetricRecord(metrics)})
+    return Message(content=content, reply_to=msg)
+
+
+def _cached_knowledge(context: Context) -> RecordDict:
+    if "knowledge" not in context.state.array_records:
+        raise RuntimeError("no knowledge slice cached on this node: the server must send query.knowledge before training")
+    return RecordDict(
+        {
+            "knowledge": context.state.array_records["knowledge"],
+            "knowledge-header": context.state.config_records["knowledge-header"],
+        }
+    )

@@ -1,0 +1,286 @@
+"""The typed experiment config: Hydra composes `conf/`, this schema validates it.
+
+Every key a user can set is declared here with its type, so an unknown key or a
+value of the wrong type stops the run before any work (Hydra names the key), and
+`check_ranges` names any value that is the right type but out of range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+__all__ = [
+    "ChannelConfig",
+    "ConfigError",
+    "DatasetConfig",
+    "ExperimentConfig",
+    "FederationConfig",
+    "KnowledgeConfig",
+    "LossConfig",
+    "StrategyConfig",
+    "StudentConfig",
+    "TeacherConfig",
+    "TrainConfig",
+    "check_ranges",
+    "config_from_json",
+    "config_to_json",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, mistyped or out of range; the message names it."""
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "digits"  # digits | image_folder | cifar10 | cifar100 | mnist | fashion_mnist | svhn
+    root: str | None = None  # folder for image_folder / torchvision datasets
+    download: bool = False  # torchvision datasets only: fetch from the internet when missing
+    test_fraction: float = 0.25  # held-out share, for datasets without a test split
+    server_fraction: float = 0.3  # share of the training split the server holds, labelled, to train its teacher
+    label_fraction: float = 1.0  # share of client samples whose labels are used (CE term)
+    max_train_samples: int | None = None  # cap, for quick runs on big datasets
+    max_test_samples: int | None = None
+
+
+@dataclass
+class TeacherConfig:
+    name: str = "server_cnn"  # server_cnn | clip
+    # server_cnn: a larger CNN trained on the server's labelled data, cached by fingerprint
+    width: int = 64
+    epochs: int = 30
+    lr: float = 2e-3
+    # clip: any open_clip model name; weights from a pretrained tag or a local checkpoint
+    model: str = "ViT-B-32"
+    pretrained: str | None = None
+    checkpoint: str | None = None
+    allow_random_weights: bool = False  # benchmarks only: cost does not depend on weights
+    head: str = "zero_shot"  # zero_shot | linear_probe
+    prompt_templates: list[str] = field(default_factory=lambda: ["a photo of a {}.", "a picture of the number {}."])
+    class_names: list[str] | None = None  # defaults to the dataset's class names
+    batch_size: int = 128
+    cache_dir: str = "~/.cache/fedtosc/teachers"
+
+
+@dataclass
+class StudentConfig:
+    width: int = 32  # channels of the first conv block
+    feature_dim: int = 128
+    channel_uses: int = 16  # complex symbols per sample at full rate
+    adaptive: bool = True  # SNR-conditioned feature gating (off = non-adaptive baseline)
+    rate_adaptive: bool = False  # mask trailing symbols as SNR rises
+    min_channel_uses: int = 4
+
+
+@dataclass
+class ChannelConfig:
+    # One entry per client (or one entry for all): `awgn:10`, `rayleigh:0~20`, `awgn:gm(10,3,0.9)`, `rician:10:k=5`
+    clients: str = "awgn:0,awgn:5,awgn:10,awgn:20"
+    csi: str = "perfect"  # perfect | none
+    block_length: int | None = None
+    eval_channels: list[str] = field(default_factory=lambda: ["awgn", "rayleigh"])
+    eval_snr_db: list[float] = field(default_factory=lambda: [-5.0, 0.0, 5.0, 10.0, 15.0, 20.0])
+    eval_k_factor: float = 3.0
+    snr_min_db: float = -30.0
+    snr_max_db: float = 50.0
+
+
+@dataclass
+class KnowledgeConfig:
+    mode: str = "prestored"  # prestored | online | none (labels only)
+    codec: str = "topk"  # topk | full | int8_embedding | pca_embedding
+    k: int = 5
+    temperature: float = 4.0
+    pca_dim: int = 32
+    cache_dir: str = "~/.cache/fedtosc/knowledge"
+
+
+@dataclass
+class LossConfig:
+    kd_weight: float = 1.0
+    ce_weight: float = 1.0
+    beta: float = 1e-3  # weight of KL(q(z|x) || N(0, I)); 0 disables the IB term
+    beta_warmup_rounds: int = 0  # linear annealing of beta over the first rounds
+    feature_weight: float = 0.0  # pull toward the teacher embedding (embedding codecs)
+
+
+@dataclass
+class TrainConfig:
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    eval_batch_size: int = 512
+
+
+@dataclass
+class FederationConfig:
+    num_clients: int = 4
+    rounds: int = 5
+    fraction_train: float = 1.0
+    min_train_clients: int | None = None  # default: all sampled clients
+    client_cpus: int = 1  # Ray CPUs per simulated client: 1 lets two clients train at once on 2 cores
+    partitioner: str = "iid"  # iid | dirichlet | pathological
+    dirichlet_alpha: float = 0.5
+    classes_per_client: int = 2
+    round_timeout_s: float = 600.0
+
+
+@dataclass
+class StrategyConfig:
+    name: str = "fedavg"  # fedavg | fedprox | fedadam
+    proximal_mu: float = 0.01
+    server_lr: float = 0.01
+
+
+@dataclass
+class ExperimentConfig:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    channel: ChannelConfig = field(default_factory=ChannelConfig)
+    knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    seed: int = 0
+    output_dir: str | None = None  # default: runs/<timestamp>
+    device: str = "auto"  # auto | cpu | cuda
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset.name": ("digits", "image_folder", "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn"),
+    "teacher.name": ("server_cnn", "clip"),
+    "teacher.head": ("zero_shot", "linear_probe"),
+    "channel.csi": ("perfect", "none"),
+    "knowledge.mode": ("prestored", "online", "none"),
+    "knowledge.codec": ("topk", "full", "int8_embedding", "pca_embedding"),
+    "federation.partitioner": ("iid", "dirichlet", "pathological"),
+    "strategy.name": ("fedavg", "fedprox", "fedadam"),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+_POSITIVE: tuple[str, ...] = (
+    "teacher.width", "teacher.batch_size", "student.width", "student.feature_dim",
+    "student.channel_uses", "student.min_channel_uses", "knowledge.k", "knowledge.temperature",
+    "knowledge.pca_dim", "train.local_epochs", "train.batch_size", "train.lr",
+    "train.eval_batch_size", "federation.num_clients", "federation.rounds",
+    "federation.client_cpus", "federation.dirichlet_alpha", "federation.classes_per_client",
+    "federation.round_timeout_s",
+)
+_NON_NEGATIVE: tuple[str, ...] = (
+    "teacher.epochs", "loss.kd_weight", "loss.ce_weight", "loss.beta", "loss.beta_warmup_rounds",
+    "loss.feature_weight", "train.weight_decay", "strategy.proximal_mu", "strategy.server_lr", "seed",
+)
+_FRACTIONS: tuple[str, ...] = ("dataset.test_fraction", "dataset.server_fraction", "dataset.label_fraction", "federation.fraction_train")
+
+
+def _get(config: ExperimentConfig, dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def check_ranges(config: ExperimentConfig) -> None:
+    """Raise ConfigError naming the first key whose value is out of range."""
+    for key, choices in _CHOICES.items():
+        if _get(config, key) not in choices:
+            raise ConfigError(f"{key}={_get(config, key)!r} is not one of {list(choices)}")
+    for key in _POSITIVE:
+        if not _get(config, key) > 0:
+            raise ConfigError(f"{key}={_get(config, key)} must be > 0")
+    for key in _NON_NEGATIVE:
+        if not _get(config, key) >= 0:
+            raise ConfigError(f"{key}={_get(config, key)} must be >= 0")
+    for key in _FRACTIONS:
+        if not 0 < _get(config, key) <= 1:
+            raise ConfigError(f"{key}={_get(config, key)} must be in (0, 1]")
+    if config.student.min_channel_uses > config.student.channel_uses:
+        raise ConfigError("student.min_channel_uses must be <= student.channel_uses")
+    low, high = config.channel.snr_min_db, config.channel.snr_max_db
+    if not low < high:
+        raise ConfigError(f"channel.snr_min_db={low} must be < channel.snr_max_db={high}")
+    for snr_db in config.channel.eval_snr_db:
+        if not low <= snr_db <= high:
+            raise ConfigError(f"channel.eval_snr_db has {snr_db}, outside [{low}, {high}] dB (channel.snr_min_db/snr_max_db)")
+    if config.federation.min_train_clients is not None and not (
+        1 <= config.federation.min_train_clients <= config.federation.num_clients
+    ):
+        raise ConfigError("federation.min_train_clients must be in [1, federation.num_clients]")
+    # Parsing the client channel line checks its entry count against num_clients and every SNR.
+    from fedtosc.channels import parse_channel_profiles
+
+    try:
+        parse_channel_profiles(config.channel.clients, config.federation.num_clients)
+    except ValueError as error:
+        raise ConfigError(f"channel.clients: {error}") from error
+
+
+_SCHEMA_NAME = "fedtosc_schema"
+
+
+def _register_schema() -> None:
+    ConfigStore.instance().store(name=_SCHEMA_NAME, node=ExperimentConfig)
+
+
+def default_config_dir() -> Path:
+    """`conf/` at the project root, beside the `fedtosc` package."""
+    return Path(__file__).resolve().parents[1] / "conf"
+
+
+def load_config(overrides: list[str] | None = None, config_dir: Path | None = None) -> ExperimentConfig:
+    """Compose `conf/config.yaml` with Hydra overrides, validate it, return typed config.
+
+    Raises ConfigError naming the key for unknown keys, wrong types and bad ranges.
+    """
+    config_dir = (config_dir or default_config_dir()).resolve()
+    if not (config_dir / "config.yaml").is_file():
+        raise ConfigError(f"no config.yaml in {config_dir}: run from a fedtosc checkout")
+    _register_schema()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            composed = compose(config_name="config", overrides=list(overrides or []))
+        config = OmegaConf.to_object(composed)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(_explain(error)) from error
+    assert isinstance(config, ExperimentConfig)
+    check_ranges(config)
+    return config
+
+
+def _explain(error: Exception) -> str:
+    """Hydra wraps the OmegaConf error that names the key; surface that one."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__
+    text = str(cause or error)
+    return f"invalid config: {text.strip()}\n(see conf/ and fedtosc/config.py for the accepted keys)"
+
+
+def config_to_json(config: ExperimentConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_from_json(data: dict[str, Any]) -> ExperimentConfig:
+    """Rebuild a validated config from `config_to_json` output (e.g. sent over Flower)."""
+    _register_schema()
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), data)
+        config = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        raise ConfigError(_explain(error)) from error
+    assert isinstance(config, ExperimentConfig)
+    check_ranges(config)
+    return config

@@ -1,0 +1,174 @@
+"""Datasets as in-memory image tensors: the embedded digits, image folders, torchvision sets.
+
+Every dataset becomes `ImageDataset` (uint8 images [N, C, H, W], int64 labels) with a
+content fingerprint, so teachers and knowledge stores can be keyed by exactly the data
+they saw. Nothing is downloaded unless `dataset.download=true`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from fedtosc.config import DatasetConfig
+
+__all__ = ["DataSplits", "DatasetError", "ImageDataset", "load_dataset"]
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+_TORCHVISION_NAMES = {
+    "cifar10": "CIFAR10",
+    "cifar100": "CIFAR100",
+    "mnist": "MNIST",
+    "fashion_mnist": "FashionMNIST",
+    "svhn": "SVHN",
+}
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be loaded; the message says which path or setting and how to fix it."""
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """Images as uint8 [N, C, H, W] with int64 labels [N]; index i is the sample's identity."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def fingerprint(self) -> str:
+        """sha256 of the pixels, labels and class names: identical data, identical key."""
+        digest = hashlib.sha256()
+        digest.update(str(tuple(self.images.shape)).encode())
+        digest.update(self.images.contiguous().numpy().tobytes())
+        digest.update(self.labels.numpy().astype(np.int64).tobytes())
+        digest.update("\n".join(self.class_names).encode())
+        return digest.hexdigest()[:16]
+
+    def subset(self, indices: np.ndarray) -> "ImageDataset":
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return ImageDataset(self.images[index], self.labels[index], self.class_names)
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    train: ImageDataset
+    test: ImageDataset
+
+
+def load_dataset(config: DatasetConfig, seed: int = 0) -> DataSplits:
+    """Load the configured dataset as train/test splits, capped by max_*_samples."""
+    if config.name == "digits":
+        splits = _load_digits(config.test_fraction, seed)
+    elif config.name == "image_folder":
+        splits = _load_image_folder(_require_root(config))
+    else:
+        splits = _load_torchvision(config)
+    return DataSplits(
+        train=_cap(splits.train, config.max_train_samples, seed),
+        test=_cap(splits.test, config.max_test_samples, seed + 1),
+    )
+
+
+def _cap(dataset: ImageDataset, max_samples: int | None, seed: int) -> ImageDataset:
+    if max_samples is None or max_samples >= len(dataset):
+        return dataset
+    chosen = np.sort(np.random.default_rng(seed).permutation(len(dataset))[:max_samples])
+    return dataset.subset(chosen)
+
+
+def _require_root(config: DatasetConfig) -> Path:
+    if not config.root:
+        raise DatasetError(f"dataset.name={config.name} needs dataset.root=<folder>")
+    return Path(config.root).expanduser()
+
+
+def _load_digits(test_fraction: float, seed: int) -> DataSplits:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # Pixel values are 0..16; scale them to the 0..255 range every other dataset uses.
+    images = torch.from_numpy((digits.images * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
+    labels = torch.from_numpy(digits.target.astype(np.int64))
+    order = np.random.default_rng(seed).permutation(len(labels))
+    num_test = int(round(len(labels) * test_fraction))
+    test_index, train_index = np.sort(order[:num_test]), np.sort(order[num_test:])
+    full = ImageDataset(images, labels, tuple(str(d) for d in digits.target_names))
+    return DataSplits(train=full.subset(train_index), test=full.subset(test_index))
+
+
+def _load_image_folder(root: Path) -> DataSplits:
+    """`root/train/<class>/*.jpg` and `root/test/<class>/*.jpg`, classes sorted by name."""
+    for split in ("train", "test"):
+        if not (root / split).is_dir():
+            raise DatasetError(
+                f"image folder {root} has no '{split}/' subfolder: expected {root}/{split}/<class>/<image>.jpg"
+            )
+    class_names = tuple(sorted(p.name for p in (root / "train").iterdir() if p.is_dir()))
+    if not class_names:
+        raise DatasetError(f"image folder {root}/train has no class folders")
+    return DataSplits(
+        train=_read_split(root / "train", class_names),
+        test=_read_split(root / "test", class_names),
+    )
+
+
+def _read_split(split_dir: Path, class_names: tuple[str, ...]) -> ImageDataset:
+    files: list[tuple[Path, int]] = []
+    for label, name in enumerate(class_names):
+        class_files = sorted(p for p in (split_dir / name).glob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+        if not class_files:
+            raise DatasetError(f"class folder {split_dir / name} holds no images ({', '.join(_IMAGE_SUFFIXES)})")
+        files.extend((path, label) for path in class_files)
+    first = np.asarray(Image.open(files[0][0]).convert("RGB"))
+    images = np.empty((len(files), *first.shape), dtype=np.uint8)
+    for row, (path, _) in enumerate(tqdm(files, desc=f"reading {split_dir}", unit="img", leave=False)):
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))
+        if pixels.shape != first.shape:
+            raise DatasetError(f"{path} is {pixels.shape}, but the folder's images are {first.shape}")
+        images[row] = pixels
+    labels = torch.tensor([label for _, label in files], dtype=torch.long)
+    return ImageDataset(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, class_names)
+
+
+def _load_torchvision(config: DatasetConfig) -> DataSplits:
+    import torchvision
+
+    root = _require_root(config)
+    dataset_class = getattr(torchvision.datasets, _TORCHVISION_NAMES[config.name])
+    splits = []
+    for train in (True, False):
+        kwargs = {"split": "train" if train else "test"} if config.name == "svhn" else {"train": train}
+        try:
+            raw = dataset_class(str(root), download=config.download, **kwargs)
+        except RuntimeError as error:
+            raise DatasetError(
+                f"{config.name} not found under {root} ({error}); set dataset.download=true to fetch it"
+            ) from error
+        splits.append(_from_torchvision(raw))
+    return DataSplits(train=splits[0], test=splits[1])
+
+
+def _from_torchvision(raw) -> ImageDataset:  # noqa: ANN001 - torchvision's dataset classes share no base type
+    data = np.asarray(raw.data)
+    labels = np.asarray(getattr(raw, "targets", getattr(raw, "labels", None)), dtype=np.int64)
+    if data.ndim == 3:  # MNIST-like: [N, H, W]
+        data = data[:, None]
+    elif data.shape[-1] in (1, 3):  # CIFAR: [N, H, W, C]
+        data = data.transpose(0, 3, 1, 2)
+    class_names = tuple(getattr(raw, "classes", [str(c) for c in sorted(set(labels.tolist()))]))
+    return ImageDataset(torch.from_numpy(np.ascontiguousarray(data)), torch.from_numpy(labels), class_names)

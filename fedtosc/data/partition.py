@@ -1,0 +1,86 @@
+"""Who holds what: the server's labelled share, client partitions, labelled masks.
+
+Both roles call `plan_data` with the same config and seed, so the server and every
+client agree on which dataset indices a client holds without sending index lists.
+Client partitions come from flwr-datasets partitioners run over a local dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedtosc.config import DatasetConfig, FederationConfig
+
+__all__ = ["DataPlan", "partition_indices", "plan_data"]
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """Dataset indices (into the training split) by role."""
+
+    server_indices: np.ndarray  # labelled data the server trains its teacher on
+    client_indices: list[np.ndarray]  # one sorted array per client partition
+    labelled: np.ndarray  # bool [len(train)]: may a client use this sample's label?
+
+    @property
+    def distillation_indices(self) -> np.ndarray:
+        """Every index some client holds: what the teacher's knowledge must cover."""
+        return np.sort(np.concatenate(self.client_indices))
+
+
+def plan_data(
+    labels: np.ndarray, dataset: DatasetConfig, federation: FederationConfig, seed: int
+) -> DataPlan:
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    num_server = int(round(len(labels) * dataset.server_fraction))
+    server_indices = np.sort(order[:num_server])
+    pool = np.sort(order[num_server:])
+    if len(pool) < federation.num_clients:
+        raise ValueError(
+            f"{len(pool)} client samples cannot fill federation.num_clients={federation.num_clients}: "
+            "lower dataset.server_fraction or the number of clients"
+        )
+    partitions = partition_indices(labels[pool], federation, seed)
+    labelled = rng.random(len(labels)) < dataset.label_fraction
+    return DataPlan(server_indices, [pool[p] for p in partitions], labelled)
+
+
+def partition_indices(labels: np.ndarray, federation: FederationConfig, seed: int) -> list[np.ndarray]:
+    """Split positions 0..len(labels)-1 into federation.num_clients sorted partitions."""
+    from datasets import Dataset
+
+    local = Dataset.from_dict({"label": labels.astype(np.int64), "position": np.arange(len(labels))})
+    partitioner = _make_partitioner(federation, seed)
+    partitioner.dataset = local
+    partitions = [
+        np.sort(np.asarray(partitioner.load_partition(i)["position"], dtype=np.int64))
+        for i in range(federation.num_clients)
+    ]
+    empty = [i for i, part in enumerate(partitions) if len(part) == 0]
+    if empty:
+        raise ValueError(f"partitions {empty} are empty with federation.partitioner={federation.partitioner}")
+    return partitions
+
+
+def _make_partitioner(federation: FederationConfig, seed: int):  # noqa: ANN202 - flwr-datasets Partitioner
+    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, PathologicalPartitioner
+
+    if federation.partitioner == "iid":
+        return IidPartitioner(num_partitions=federation.num_clients)
+    if federation.partitioner == "dirichlet":
+        return DirichletPartitioner(
+            num_partitions=federation.num_clients,
+            partition_by="label",
+            alpha=federation.dirichlet_alpha,
+            min_partition_size=1,
+            seed=seed,
+        )
+    return PathologicalPartitioner(
+        num_partitions=federation.num_clients,
+        partition_by="label",
+        num_classes_per_partition=federation.classes_per_client,
+        seed=seed,
+    )

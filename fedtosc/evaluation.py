@@ -1,0 +1,80 @@
+"""Evaluation of a (global) student: accuracy against SNR per channel, channel uses, size, latency.
+
+Evaluation is deterministic: the channel noise and fading are seeded per (channel, SNR), so
+two students are compared on the same channel realizations.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from fedtosc.channels import build_channel, seed_channels
+from fedtosc.config import ChannelConfig
+from fedtosc.data.datasets import ImageDataset
+from fedtosc.models.student import StudentCodec
+
+__all__ = ["accuracy_at_snr", "encoder_latency_ms", "model_size", "snr_sweep"]
+
+
+@torch.inference_mode()
+def accuracy_at_snr(
+    student: StudentCodec, data: ImageDataset, channel, snr_db: float, batch_size: int, device: torch.device  # noqa: ANN001
+) -> tuple[float, float]:
+    """(accuracy, mean channel uses per sample) of the student over `data` at one SNR."""
+    student.to(device).eval()
+    correct, uses = 0, 0.0
+    for start in range(0, len(data), batch_size):
+        images = data.images[start : start + batch_size].to(device).float().div(255.0)
+        labels = data.labels[start : start + batch_size].to(device)
+        snr = torch.full((len(labels),), float(snr_db), device=device)
+        output = student(images, snr, channel)
+        correct += int((output.logits.argmax(1) == labels).sum())
+        uses += float(output.channel_uses.sum())
+    return correct / len(data), uses / len(data)
+
+
+def snr_sweep(
+    student: StudentCodec, data: ImageDataset, config: ChannelConfig, batch_size: int, device: torch.device, seed: int
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Accuracy for each eval channel and SNR, and channel uses at each SNR.
+
+    Keys are strings (`"awgn"`, `"10.0"`) so the result is JSON as it stands.
+    """
+    accuracy: dict[str, dict[str, float]] = {}
+    channel_uses: dict[str, float] = {}
+    for name in config.eval_channels:
+        channel = build_channel(name, csi=config.csi, k_factor=config.eval_k_factor, block_length=config.block_length)
+        accuracy[name] = {}
+        for snr_db in config.eval_snr_db:
+            seed_channels(seed)
+            acc, uses = accuracy_at_snr(student, data, channel, snr_db, batch_size, device)
+            accuracy[name][str(float(snr_db))] = acc
+            channel_uses[str(float(snr_db))] = uses
+    return accuracy, channel_uses
+
+
+def model_size(student: StudentCodec) -> dict[str, int]:
+    encoder = sum(p.numel() for module in student.encoder_modules() for p in module.parameters())
+    return {"params": sum(p.numel() for p in student.parameters()), "encoder_params": encoder}
+
+
+@torch.inference_mode()
+def encoder_latency_ms(
+    student: StudentCodec, image_shape: tuple[int, int, int], batch_size: int, repeats: int = 20
+) -> float:
+    """Median wall time per image of the on-device part (encoder to symbols), on the CPU."""
+    student.to("cpu").eval()
+    images = torch.rand(batch_size, *image_shape)
+    snr_db = torch.full((batch_size,), 10.0)
+    timings = []
+    for _ in range(repeats + 2):
+        started = time.perf_counter()
+        features = student.encoder(images)
+        if student.snr_gate is not None:
+            features = student.snr_gate(features, snr_db)
+        student.mu(features)
+        timings.append(time.perf_counter() - started)
+    timings = sorted(timings[2:])  # the first calls warm up allocators and kernels
+    return 1000.0 * timings[len(timings) // 2] / batch_size

@@ -1,0 +1,121 @@
+"""Server-side assets of one experiment: data, data plan, teacher and its pre-stored knowledge.
+
+Everything here is deterministic in the config and cached on disk by fingerprint: the
+launcher prepares it once with progress bars, and the ServerApp (or an online-KD client)
+calling it again gets the cached teacher and store back without recomputation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fedtosc.config import ExperimentConfig
+from fedtosc.data import DataPlan, DataSplits, load_dataset, plan_data
+from fedtosc.knowledge.builder import build_knowledge
+from fedtosc.knowledge.codecs import build_codec
+from fedtosc.knowledge.store import KnowledgeStore, KnowledgeStoreError
+from fedtosc.models.teachers import Teacher, build_clip_teacher, load_or_train_server_teacher, predict
+
+__all__ = [
+    "Experiment",
+    "codec_for",
+    "ensure_knowledge",
+    "knowledge_path",
+    "load_experiment",
+    "load_teacher",
+    "resolve_device",
+    "teacher_summary",
+]
+
+# The teacher sees images exactly as stored (uint8 -> [0, 1]); recorded in every store header.
+TRANSFORM = "uint8/255"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    config: ExperimentConfig
+    splits: DataSplits
+    plan: DataPlan
+    dataset_fingerprint: str
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_experiment(config: ExperimentConfig) -> Experiment:
+    splits = load_dataset(config.dataset, config.seed)
+    plan = plan_data(splits.train.labels.numpy(), config.dataset, config.federation, config.seed)
+    return Experiment(config, splits, plan, splits.train.fingerprint())
+
+
+def load_teacher(experiment: Experiment, device: torch.device) -> Teacher:
+    config = experiment.config
+    server_data = experiment.splits.train.subset(experiment.plan.server_indices)
+    if config.teacher.name == "clip":
+        return build_clip_teacher(config.teacher, experiment.splits.train.class_names, device, labelled=server_data)
+    return load_or_train_server_teacher(config.teacher, server_data, config.seed, device)
+
+
+def teacher_summary(teacher: Teacher, experiment: Experiment, device: torch.device) -> dict:
+    outputs = predict(teacher, experiment.splits.test, experiment.config.teacher.batch_size, device, desc="teacher eval")
+    accuracy = float((outputs.logits.argmax(1) == experiment.splits.test.labels).float().mean())
+    return {"name": teacher.display_name, "id": teacher.teacher_id, "params": teacher.num_params(), "accuracy": accuracy}
+
+
+def codec_for(config: ExperimentConfig):  # noqa: ANN201 - a KnowledgeCodec
+    knowledge = config.knowledge
+    params = {
+        "topk": {"k": knowledge.k, "temperature": knowledge.temperature},
+        "full": {"temperature": knowledge.temperature},
+        "int8_embedding": {},
+        "pca_embedding": {"dim": knowledge.pca_dim},
+    }[knowledge.codec]
+    return build_codec(knowledge.codec, **params)
+
+
+def knowledge_path(experiment: Experiment, teacher: Teacher) -> Path:
+    codec = codec_for(experiment.config)
+    key = json.dumps(
+        {
+            "teacher": teacher.teacher_id,
+            "data": experiment.dataset_fingerprint,
+            "indices": hashlib.sha256(experiment.plan.distillation_indices.tobytes()).hexdigest(),
+            "codec": codec.name,
+            "params": codec.params(),
+        },
+        sort_keys=True,
+    )
+    name = f"{codec.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
+    return Path(experiment.config.knowledge.cache_dir).expanduser() / name
+
+
+def ensure_knowledge(experiment: Experiment, teacher: Teacher, device: torch.device) -> KnowledgeStore:
+    """The store for this teacher, data and codec: opened from cache, or built once now."""
+    path = knowledge_path(experiment, teacher)
+    expect = {"teacher_id": teacher.teacher_id, "dataset_fingerprint": experiment.dataset_fingerprint}
+    if path.is_file():
+        try:
+            return KnowledgeStore.open(path, expect=expect)
+        except KnowledgeStoreError:
+            pass  # unreadable or stale cache entry: rebuilt (atomically replaced) below
+    summary = teacher_summary(teacher, experiment, device)
+    return build_knowledge(
+        teacher,
+        experiment.splits.train,
+        experiment.plan.distillation_indices,
+        codec_for(experiment.config),
+        path,
+        dataset_fingerprint=experiment.dataset_fingerprint,
+        transform=TRANSFORM,
+        batch_size=experiment.config.teacher.batch_size,
+        device=device,
+        extra={"teacher": summary},
+    )

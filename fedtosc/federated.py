@@ -1,0 +1,116 @@
+"""What both Flower roles share: message types, payload (de)serialization, the local data a node holds.
+
+The server owns the resolved config and sends it to every node in the `describe` query;
+a node's own facts (partition id, optional channel override) come from its node config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
+
+from fedtosc.channels import ChannelProfile, parse_channel_profiles
+from fedtosc.config import ExperimentConfig, config_from_json
+from fedtosc.experiment import Experiment, load_experiment
+from fedtosc.knowledge.store import export_slice, import_slice
+from fedtosc.training import LocalData
+
+__all__ = [
+    "DESCRIBE",
+    "KNOWLEDGE",
+    "NodeFacts",
+    "client_profile",
+    "config_from_record",
+    "config_record",
+    "cached_experiment",
+    "knowledge_record",
+    "local_data",
+    "node_facts",
+    "payload_bytes",
+]
+
+DESCRIBE = "query.describe"
+KNOWLEDGE = "query.knowledge"
+
+
+def config_record(config: ExperimentConfig) -> ConfigRecord:
+    from fedtosc.config import config_to_json
+
+    return ConfigRecord({"config-json": json.dumps(config_to_json(config))})
+
+
+def config_from_record(record: ConfigRecord) -> ExperimentConfig:
+    return config_from_json(json.loads(str(record["config-json"])))
+
+
+@lru_cache(maxsize=2)
+def cached_experiment(config_json: str) -> Experiment:
+    """Simulated nodes live in long-lived Ray actors: load the dataset once per actor, not per round."""
+    return load_experiment(config_from_json(json.loads(config_json)))
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    partition_id: int
+    profile: ChannelProfile
+
+
+def node_facts(context: Context, config: ExperimentConfig) -> NodeFacts:
+    """Partition id from the node config; the channel from the node (`channel=...`) or the server's line."""
+    node_config = context.node_config
+    if "partition-id" not in node_config:
+        raise ValueError("this SuperNode has no partition-id: start it with --node-config 'partition-id=N num-partitions=M'")
+    partition_id = int(node_config["partition-id"])
+    if not 0 <= partition_id < config.federation.num_clients:
+        raise ValueError(f"partition-id={partition_id} is outside 0..{config.federation.num_clients - 1} (federation.num_clients)")
+    return NodeFacts(partition_id, client_profile(config, partition_id, node_config.get("channel")))
+
+
+def client_profile(config: ExperimentConfig, partition_id: int, override: object | None = None) -> ChannelProfile:
+    if override:
+        return parse_channel_profiles(str(override), 1, seed=config.seed + partition_id)[0]
+    return parse_channel_profiles(config.channel.clients, config.federation.num_clients, seed=config.seed)[partition_id]
+
+
+def knowledge_record(store, indices: np.ndarray) -> RecordDict:  # noqa: ANN001 - KnowledgeStore
+    arrays, header = export_slice(store, indices)
+    return RecordDict(
+        {
+            "knowledge": ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in arrays.items()}),
+            "knowledge-header": ConfigRecord(dict(header)),
+        }
+    )
+
+
+def payload_bytes(record: RecordDict) -> int:
+    """Bytes of array payload in a message (what a link would carry, headers aside)."""
+    return sum(len(array.data) for item in record.array_records.values() for array in item.values())
+
+
+def local_data(experiment: Experiment, partition_id: int, knowledge: RecordDict | None) -> LocalData:
+    """A node's samples; with pre-stored knowledge, its decoded soft labels row-aligned to them."""
+    indices = experiment.plan.client_indices[partition_id]
+    train = experiment.splits.train
+    index = torch.as_tensor(indices)
+    teacher_probs = None
+    if knowledge is not None:
+        arrays = {name: array.numpy() for name, array in knowledge.array_records["knowledge"].items()}
+        header = {name: str(value) for name, value in knowledge.config_records["knowledge-header"].items()}
+        received_indices, decoded = import_slice(arrays, header)
+        if not np.array_equal(received_indices, indices):
+            raise ValueError(
+                f"knowledge slice covers {len(received_indices)} samples that are not partition {partition_id}'s "
+                f"{len(indices)}: server and node disagree on the data plan (same dataset, seed and partitioner?)"
+            )
+        teacher_probs = decoded.probs
+    return LocalData(
+        images=train.images[index],
+        labels=train.labels[index],
+        labelled=torch.as_tensor(experiment.plan.labelled[indices]),
+        teacher_probs=teacher_probs,
+    )

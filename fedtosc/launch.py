@@ -1,0 +1,163 @@
+"""Launching a Flower simulation offline, and leaving nothing behind.
+
+We start our own `flower-superlink --simulation` on a free loopback port (in its own process
+group), point a run-local FLWR_HOME at it, and run `flwr run <project> --stream`, which blocks
+and streams the ServerApp's logs. Afterwards the whole process group (SuperLink, its
+`flower-superexec` children and the Ray workers they start) is terminated.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from fedtosc.config import ExperimentConfig
+
+__all__ = ["FederationLaunchError", "offline_flower_env", "processes_with_env", "run_simulation", "stop_run_processes"]
+
+FEDERATION_NAME = "fedtosc-sim"
+_STARTUP_TIMEOUT_S = 60.0
+
+
+class FederationLaunchError(RuntimeError):
+    """The Flower run could not start or did not finish; the message points at the logs."""
+
+
+def offline_flower_env(flwr_home: Path) -> dict[str, str]:
+    """Telemetry, update checks and runtime dependency installation off; state under the run dir."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "FLWR_HOME": str(flwr_home),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "PYTHONUNBUFFERED": "1",
+            # SuperLink spawns `flower-superexec` by name: it must find this environment's copy.
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        }
+    )
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _bin(name: str) -> str:
+    """The executable from this interpreter's environment, so the venv's Flower is used."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def _wait_healthy(port: int, process: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise FederationLaunchError(f"flower-superlink exited with code {process.returncode}; see {log_path}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1.0) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise FederationLaunchError(f"flower-superlink did not become healthy in {_STARTUP_TIMEOUT_S:.0f} s; see {log_path}")
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Pids of this user's processes whose environment has name=value (Linux /proc)."""
+    marker = f"{name}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue  # exited meanwhile, or not ours to read
+    return found
+
+
+def stop_run_processes(process: subprocess.Popen, flwr_home: Path, grace_s: float = 15.0) -> None:
+    """Stop the SuperLink's group, then anything else that carries this run's FLWR_HOME.
+
+    SuperLink starts `flower-superexec` in a new session, and Ray starts its own daemons,
+    so the process group alone does not reach them; the run-local FLWR_HOME marks them all.
+    """
+    stop_process_group(process, grace_s)
+    deadline = time.monotonic() + grace_s
+    while (leftovers := processes_with_env("FLWR_HOME", str(flwr_home))) and time.monotonic() < deadline:
+        for pid in leftovers:
+            _signal(pid, signal.SIGTERM)
+        time.sleep(0.5)
+    for pid in processes_with_env("FLWR_HOME", str(flwr_home)):
+        _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def stop_process_group(process: subprocess.Popen, grace_s: float = 15.0) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left of it."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        except ProcessLookupError:
+            return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_simulation(config: ExperimentConfig, run_dir: Path, project_root: Path) -> None:
+    """Run the ServerApp/ClientApp simulation on the Ray backend; block until it ends."""
+    flwr_home = run_dir / ".flwr"
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    env = offline_flower_env(flwr_home)
+    port = _free_port()
+    (flwr_home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{FEDERATION_NAME}"\n\n'
+        f'[superlink.{FEDERATION_NAME}]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
+    )
+    log_path = run_dir / "superlink.log"
+    with log_path.open("w") as log:
+        superlink = subprocess.Popen(
+            [_bin("flower-superlink"), "--insecure", "--simulation", "--host", "127.0.0.1", "--port", str(port),
+             "--database", ":flwr-in-memory-state:"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        _wait_healthy(port, superlink, log_path)
+        federation_config = (
+            f"num-supernodes={config.federation.num_clients} "
+            f"client-resources-num-cpus={config.federation.client_cpus}"
+        )
+        command = [
+            _bin("flwr"), "run", str(project_root), FEDERATION_NAME, "--stream",
+            "--run-config", f'run-dir="{run_dir.resolve()}"',
+            "--federation-config", federation_config,
+        ]
+        completed = subprocess.run(command, env=env, cwd=project_root, check=False)
+        if completed.returncode != 0:
+            raise FederationLaunchError(f"`flwr run` exited with code {completed.returncode}; see {log_path}")
+    finally:
+        stop_run_processes(superlink, flwr_home)

@@ -1,0 +1,248 @@
+"""Teachers: one interface (float images in [0, 1] -> logits and an embedding) for both kinds.
+
+- `ClipTeacher`: any open_clip model, weights from a pretrained tag (hub or its cache) or a
+  local checkpoint, with a zero-shot head from class-name prompts or a linear-probe head.
+- `ServerCNNTeacher`: the offline fallback, a CNN much larger than the student, trained on
+  the server's labelled data and cached by a fingerprint of its data and config.
+Teachers run batched in inference mode (`predict`), on a GPU when one is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from fedtosc.config import TeacherConfig
+from fedtosc.data.datasets import ImageDataset
+from fedtosc.knowledge.codecs import TeacherOutputs
+
+__all__ = [
+    "ClipTeacher",
+    "ServerCNNTeacher",
+    "Teacher",
+    "TeacherError",
+    "build_clip_teacher",
+    "load_or_train_server_teacher",
+    "predict",
+]
+
+
+class TeacherError(RuntimeError):
+    """A teacher cannot be built; the message says how to supply what is missing."""
+
+
+class Teacher(nn.Module):
+    """Base: `forward(images [B, C, H, W] in [0, 1]) -> TeacherOutputs`."""
+
+    teacher_id: str
+    display_name: str
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class ServerCNNTeacher(Teacher):
+    """A VGG-style CNN: four conv stages of width w, 2w, 4w, 8w, then a linear classifier."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int) -> None:
+        super().__init__()
+        stages, channels = [], in_channels
+        for stage, out_channels in enumerate((width, 2 * width, 4 * width, 8 * width)):
+            stages += [
+                nn.Conv2d(channels, out_channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(inplace=True),
+            ]
+            if stage < 3:
+                stages.append(nn.MaxPool2d(2, ceil_mode=True))
+            channels = out_channels
+        self.features = nn.Sequential(*stages, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(channels, num_classes)
+        self.display_name = f"server_cnn(width={width})"
+        self.teacher_id = ""
+
+    def forward(self, images: torch.Tensor) -> TeacherOutputs:
+        embeddings = self.features(images * 2.0 - 1.0)
+        return TeacherOutputs(logits=self.classifier(embeddings), embeddings=embeddings)
+
+
+def _teacher_fingerprint(config: TeacherConfig, data: ImageDataset, seed: int) -> str:
+    spec = {"width": config.width, "epochs": config.epochs, "lr": config.lr, "seed": seed, "data": data.fingerprint()}
+    return "server_cnn-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_or_train_server_teacher(
+    config: TeacherConfig, labelled: ImageDataset, seed: int, device: torch.device
+) -> ServerCNNTeacher:
+    """Train the fallback teacher on the server's labelled data, or reuse the cached one."""
+    teacher = ServerCNNTeacher(labelled.image_shape[0], len(labelled.class_names), config.width)
+    teacher.teacher_id = _teacher_fingerprint(config, labelled, seed)
+    cache_path = Path(config.cache_dir).expanduser() / f"{teacher.teacher_id}.safetensors"
+    if cache_path.is_file():
+        try:
+            teacher.load_state_dict(load_file(str(cache_path)))
+            return teacher.to(device).eval()
+        except (RuntimeError, OSError, ValueError):
+            pass  # a corrupt or stale cache entry is retrained and overwritten below
+    _train_classifier(teacher, labelled, config, seed, device)
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache_path.with_suffix(".partial")
+    save_file({k: v.contiguous().cpu() for k, v in teacher.state_dict().items()}, str(partial))
+    partial.replace(cache_path)  # atomic: a crash never leaves a half-written cache entry
+    return teacher.eval()
+
+
+def _train_classifier(
+    teacher: ServerCNNTeacher, data: ImageDataset, config: TeacherConfig, seed: int, device: torch.device
+) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    teacher.to(device).train()
+    optimizer = torch.optim.AdamW(teacher.parameters(), lr=config.lr, weight_decay=5e-4)
+    steps_per_epoch = max(1, (len(data) + config.batch_size - 1) // config.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=max(1, config.epochs * steps_per_epoch)
+    )
+    for _ in tqdm(range(config.epochs), desc="training server teacher", unit="epoch"):
+        order = torch.randperm(len(data), generator=generator)
+        for start in range(0, len(data), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            images = _augment(data.images[batch].float().div(255.0), generator).to(device)
+            loss = F.cross_entropy(teacher(images).logits, data.labels[batch].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    teacher.eval()
+
+
+def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random 1-pixel shifts (and flips for RGB): cheap regularization for a small labelled set."""
+    shift = torch.randint(-1, 2, (2,), generator=generator).tolist()
+    images = torch.roll(images, shifts=shift, dims=(2, 3))
+    if images.shape[1] == 3 and torch.rand((), generator=generator) < 0.5:
+        images = images.flip(3)
+    return images
+
+
+class ClipTeacher(Teacher):
+    """An open_clip model with a classification head over its normalized image embedding."""
+
+    def __init__(self, model: nn.Module, head: torch.Tensor, logit_scale: float, model_name: str, weights: str) -> None:
+        super().__init__()
+        self.visual = model.visual
+        self.register_buffer("head", head)  # [C, D] unit-norm class embeddings
+        self.logit_scale = logit_scale
+        size = model.visual.image_size
+        self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        cfg = getattr(model.visual, "preprocess_cfg", {})
+        self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(cfg.get("std", (0.26862954, 0.26130258, 0.27577711))).view(1, 3, 1, 1))
+        self.display_name = f"clip:{model_name}"
+        self.teacher_id = f"clip-{model_name}-{weights}-" + hashlib.sha256(head.numpy().tobytes()).hexdigest()[:12]
+
+    def forward(self, images: torch.Tensor) -> TeacherOutputs:
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        images = F.interpolate(images, size=self.image_size, mode="bicubic", align_corners=False).clamp(0, 1)
+        embeddings = F.normalize(self.visual((images - self.mean) / self.std), dim=-1)
+        return TeacherOutputs(logits=self.logit_scale * embeddings @ self.head.T, embeddings=embeddings)
+
+
+def build_clip_teacher(
+    config: TeacherConfig,
+    class_names: tuple[str, ...],
+    device: torch.device,
+    labelled: ImageDataset | None = None,
+) -> ClipTeacher:
+    """Create the open_clip model with its weights, then its zero-shot or linear-probe head."""
+    import open_clip
+
+    if config.model not in open_clip.list_models():
+        known = ", ".join(open_clip.list_models()[:12])
+        raise TeacherError(f"unknown open_clip model teacher.model={config.model!r}; known include: {known}, ...")
+    weights = _clip_weights_source(config)
+    try:
+        model = open_clip.create_model(config.model, pretrained=weights, device=device)
+    except Exception as error:  # open_clip raises bare RuntimeError/OSError/HF errors for missing weights
+        raise TeacherError(
+            f"could not load CLIP weights {weights!r} for {config.model}: {error}\n"
+            "Offline? Supply the weights one of two ways: teacher.checkpoint=/path/to/open_clip_model.safetensors "
+            "(a local file), or download once on a connected machine and copy the Hugging Face cache (HF_HOME) "
+            "here, then use teacher.pretrained=<tag>. List tags with open_clip.list_pretrained()."
+        ) from error
+    model.eval()
+    names = list(config.class_names or class_names)
+    if len(names) != len(class_names):
+        raise TeacherError(f"teacher.class_names has {len(names)} names but the dataset has {len(class_names)} classes")
+    if config.head == "zero_shot":
+        head = _zero_shot_head(model, open_clip.get_tokenizer(config.model), names, config.prompt_templates, device)
+        logit_scale = float(model.logit_scale.exp().clamp(max=100.0))
+        teacher = ClipTeacher(model, head.cpu(), logit_scale, config.model, weights or "random")
+    else:
+        if labelled is None:
+            raise TeacherError("teacher.head=linear_probe needs the server's labelled data")
+        teacher = ClipTeacher(model, torch.zeros(len(names), model.visual.output_dim), 1.0, config.model, weights or "random")
+        _fit_linear_probe(teacher, labelled, config, device)
+    return teacher.to(device).eval()
+
+
+def _clip_weights_source(config: TeacherConfig) -> str | None:
+    if config.checkpoint:
+        path = Path(config.checkpoint).expanduser()
+        if not path.is_file():
+            raise TeacherError(f"teacher.checkpoint={path} does not exist")
+        return str(path)
+    if config.pretrained:
+        return config.pretrained
+    if config.allow_random_weights:
+        return None
+    raise TeacherError(
+        "the CLIP teacher needs weights: set teacher.pretrained=<tag> (e.g. laion2b_s34b_b79k; read from the "
+        "Hugging Face cache, downloaded when online) or teacher.checkpoint=<local file>"
+    )
+
+
+@torch.inference_mode()
+def _zero_shot_head(model: nn.Module, tokenizer, names: list[str], templates: list[str], device) -> torch.Tensor:  # noqa: ANN001
+    rows = []
+    for name in names:
+        tokens = tokenizer([template.format(name) for template in templates]).to(device)
+        text = F.normalize(model.encode_text(tokens), dim=-1).mean(dim=0)
+        rows.append(F.normalize(text, dim=0))
+    return torch.stack(rows)
+
+
+def _fit_linear_probe(teacher: ClipTeacher, labelled: ImageDataset, config: TeacherConfig, device) -> None:  # noqa: ANN001
+    """Logistic regression on frozen, normalized embeddings; the head stays a [C, D] matrix."""
+    from sklearn.linear_model import LogisticRegression
+
+    embeddings = predict(teacher, labelled, config.batch_size, device, desc="probe embeddings").embeddings
+    probe = LogisticRegression(max_iter=1000).fit(embeddings.numpy(), labelled.labels.numpy())
+    teacher.head = torch.from_numpy(probe.coef_).float().to(device)
+    teacher.logit_scale = 1.0
+    teacher.teacher_id += "-probe-" + hashlib.sha256(probe.coef_.tobytes()).hexdigest()[:8]
+
+
+@torch.inference_mode()
+def predict(
+    teacher: Teacher, data: ImageDataset, batch_size: int, device: torch.device, desc: str = "teacher inference"
+) -> TeacherOutputs:
+    """Run the teacher over every sample, batched, in inference mode; outputs on the CPU."""
+    teacher.eval()
+    logits, embeddings = [], []
+    for start in tqdm(range(0, len(data), batch_size), desc=desc, unit="batch", leave=False):
+        images = data.images[start : start + batch_size].to(device, non_blocking=True).float().div(255.0)
+        outputs = teacher(images)
+        logits.append(outputs.logits.float().cpu())
+        embeddings.append(outputs.embeddings.float().cpu())
+    return TeacherOutputs(logits=torch.cat(logits), embeddings=torch.cat(embeddings))

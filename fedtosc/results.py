@@ -1,0 +1,68 @@
+"""The run directory: resolved config, metrics.jsonl (one line per round), results.json, plots.
+
+Writes are atomic (temp file + rename), so an interrupted run never leaves a half-written
+results.json. The same files are written whether the run was simulated or deployed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: runs on servers and in CI without a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["RESULTS_KEYS", "append_metrics", "plot_accuracy_vs_snr", "read_results", "write_json_atomic"]
+
+RESULTS_KEYS = ("teacher", "student", "knowledge", "federation", "accuracy_vs_snr")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(data, stream, indent=2, sort_keys=True)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def append_metrics(path: Path, record: dict[str, Any]) -> None:
+    """One JSON object per line; a line is written whole with a single write call."""
+    with path.open("a") as stream:
+        stream.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def read_results(run_dir: Path) -> dict[str, Any]:
+    results = json.loads((run_dir / "results.json").read_text())
+    missing = [key for key in RESULTS_KEYS if key not in results]
+    if missing:
+        raise ValueError(f"{run_dir}/results.json lacks {missing}")
+    return results
+
+
+def plot_accuracy_vs_snr(results: dict[str, Any], path: Path) -> None:
+    """Student accuracy against SNR per channel, with the teacher's accuracy as a reference line."""
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for channel, curve in results["accuracy_vs_snr"].items():
+        snrs = sorted(curve, key=float)
+        axes.plot([float(s) for s in snrs], [curve[s] for s in snrs], marker="o", label=f"student, {channel}")
+    axes.axhline(results["teacher"]["accuracy"], color="gray", linestyle="--", label=f"teacher ({results['teacher']['name']})")
+    axes.set_xlabel("SNR (dB)")
+    axes.set_ylabel("test accuracy")
+    axes.set_ylim(0, 1.02)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    axes.set_title(f"{results['federation']['num_clients']} clients, {results['federation']['rounds']} rounds")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,119 @@
+"""Local training of the student on one client: KD from knowledge + CE + the IB rate term.
+
+A client's samples, labels, labelled mask and decoded knowledge are row-aligned in
+`LocalData`; each batch draws per-sample SNRs from the client's channel profile, so the
+channel-adaptive module sees the SNRs it will face. Used by the ClientApp and by centralized
+training alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from fedtosc.channels import Channel, ChannelProfile
+from fedtosc.config import ExperimentConfig
+from fedtosc.losses import beta_at_round, ib_distillation_loss
+from fedtosc.models.student import StudentCodec
+from fedtosc.models.teachers import Teacher
+
+__all__ = ["LocalData", "NonFiniteLossError", "train_student"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or inf; the update must not be aggregated."""
+
+
+@dataclass(frozen=True)
+class LocalData:
+    images: torch.Tensor  # uint8 [n, C, H, W]
+    labels: torch.Tensor  # int64 [n]
+    labelled: torch.Tensor  # bool [n]: may the label be used?
+    teacher_probs: torch.Tensor | None = None  # float32 [n, classes] at the knowledge temperature
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def train_student(
+    student: StudentCodec,
+    data: LocalData,
+    *,
+    profile: ChannelProfile,
+    channel: Channel,
+    config: ExperimentConfig,
+    server_round: int,
+    generator: torch.Generator,
+    device: torch.device,
+    online_teacher: Teacher | None = None,
+    proximal_reference: list[torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """Train in place for `config.train.local_epochs`; return mean loss terms and accuracy."""
+    student.to(device).train()
+    optimizer = torch.optim.AdamW(student.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    beta = beta_at_round(config.loss, server_round)
+    temperature = config.knowledge.temperature
+    totals: dict[str, float] = {}
+    correct, seen, steps = 0, 0, 0
+    for _ in range(config.train.local_epochs):
+        order = torch.randperm(len(data), generator=generator)
+        for start in range(0, len(data), config.train.batch_size):
+            rows = order[start : start + config.train.batch_size]
+            images = data.images[rows].to(device).float().div(255.0)
+            labels = data.labels[rows].to(device)
+            snr_db = profile.sample_snr_db(len(rows), server_round, generator).to(device)
+            output = student(images, snr_db, channel)
+            teacher_probs = _teacher_probs(data, rows, images, online_teacher, temperature, device)
+            terms = ib_distillation_loss(
+                config.loss,
+                logits=output.logits,
+                mu=output.mu,
+                logvar=output.logvar,
+                labels=labels,
+                labelled=data.labelled[rows].to(device),
+                teacher_probs=teacher_probs,
+                temperature=temperature,
+                beta=beta,
+            )
+            loss = terms.total
+            if proximal_reference is not None:
+                loss = loss + _proximal_term(student, proximal_reference, config.strategy.proximal_mu)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"loss is {float(loss)} at round {server_round}, step {steps}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for name, value in terms.as_floats().items():
+                totals[name] = totals.get(name, 0.0) + value
+            correct += int((output.logits.argmax(1) == labels).sum())
+            seen += len(rows)
+            steps += 1
+    metrics = {f"train_{name}": value / max(steps, 1) for name, value in totals.items()}
+    metrics["train_accuracy"] = correct / max(seen, 1)
+    return metrics
+
+
+def _teacher_probs(
+    data: LocalData,
+    rows: torch.Tensor,
+    images: torch.Tensor,
+    online_teacher: Teacher | None,
+    temperature: float,
+    device: torch.device,
+) -> torch.Tensor | None:
+    if online_teacher is not None:
+        # Online KD: the teacher runs on every batch; this is the cost pre-storing removes.
+        with torch.inference_mode():
+            logits = online_teacher(images).logits
+        return F.softmax(logits.float() / temperature, dim=1).clone()
+    if data.teacher_probs is None:
+        return None
+    return data.teacher_probs[rows].to(device)
+
+
+def _proximal_term(student: StudentCodec, reference: list[torch.Tensor], mu: float) -> torch.Tensor:
+    """FedProx: (mu / 2) * ||w - w_global||^2 keeps local models near the global one."""
+    squared = sum((p - r.to(p.device)).pow(2).sum() for p, r in zip(student.parameters(), reference))
+    return 0.5 * mu * squared

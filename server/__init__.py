@@ -1,0 +1,1 @@
+"""The server role: the Flower ServerApp, knowledge broadcast and SuperLink deployment material."""
