@@ -1,91 +1,34 @@
-"""The `fedtosc` command.
-
-    fedtosc run [key=value ...]   prepare teacher + knowledge, run the Flower simulation, write results
-"""
+"""The `fedtosc` command: each subcommand lives in its own module under fedtosc/commands/."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from datetime import datetime
-from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from fedtosc.config import ConfigError, ExperimentConfig, load_config
+from fedtosc.config import ConfigError
 
 __all__ = ["main"]
 
-
-def _project_root() -> Path:
-    """The checkout holding pyproject.toml with the Flower app (server/, clients/, conf/)."""
-    for candidate in (Path(__file__).resolve().parents[1], Path.cwd()):
-        if (candidate / "pyproject.toml").is_file() and (candidate / "server" / "server_app.py").is_file():
-            return candidate
-    raise SystemExit("fedtosc run needs the project checkout (pyproject.toml, server/, clients/): run it from there")
-
-
-def _make_run_dir(config: ExperimentConfig, root: Path) -> Path:
-    run_dir = Path(config.output_dir) if config.output_dir else root / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = run_dir.expanduser().resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
-    return run_dir
-
-
-def _run(overrides: list[str]) -> int:
-    import torch
-
-    from fedtosc.experiment import ensure_knowledge, load_experiment, load_teacher, resolve_device
-    from fedtosc.launch import run_simulation
-    from fedtosc.results import read_results
-
-    config = load_config(overrides)
-    root = _project_root()
-    run_dir = _make_run_dir(config, root)
-    print(f"run directory: {run_dir}")
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
-    # Prepared here, with progress bars on the user's terminal; the ServerApp then finds both cached.
-    experiment = load_experiment(config)
-    teacher = load_teacher(experiment, device)
-    store = ensure_knowledge(experiment, teacher, device)
-    print(
-        f"teacher {teacher.display_name}: {teacher.num_params():,} params; knowledge {store.header.codec} "
-        f"{store.bytes_per_sample:.1f} bytes/sample x {store.header.num_samples} samples"
-    )
-    run_simulation(config, run_dir, root)
-    results = read_results(run_dir)
-    _print_summary(results, run_dir)
-    return 0
-
-
-def _print_summary(results: dict, run_dir: Path) -> None:
-    print(f"\nteacher accuracy: {results['teacher']['accuracy']:.3f}")
-    print(f"student: {results['student']['params']:,} params ({results['student']['encoder_params']:,} on device)")
-    for channel, curve in results["accuracy_vs_snr"].items():
-        row = "  ".join(f"{float(snr):>5g} dB {acc:.3f}" for snr, acc in sorted(curve.items(), key=lambda kv: float(kv[0])))
-        print(f"{channel:>9}: {row}")
-    print(f"results: {run_dir / 'results.json'}")
+# Adding a subcommand is adding its module here.
+COMMANDS = ("fedtosc.commands.run",)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedtosc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run the federated experiment")
-    run.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. federation.rounds=3 channel=heterogeneous_fading")
+    parser = argparse.ArgumentParser(prog="fedtosc", description="Federated task-oriented semantic communication.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module in COMMANDS:
+        importlib.import_module(module).register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "run":
-            return _run(args.overrides)
+        return int(args.func(args))
     except ConfigError as error:
         print(f"fedtosc: {error}", file=sys.stderr)
         return 2
-    return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Subcommands of `fedtosc`: one module each, with `register(subparsers)` setting `func`."""
