@@ -154,6 +154,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    method: str = "full"  # set by the conf/method group: full | labels_only | online_kd | no_adaptive | no_ib
     seed: int = 0
     output_dir: str | None = None  # default: runs/<timestamp>
     device: str = "auto"  # auto | cpu | cuda
@@ -169,6 +170,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "federation.partitioner": ("iid", "dirichlet", "pathological"),
     "strategy.name": ("fedavg", "fedprox", "fedadam"),
     "device": ("auto", "cpu", "cuda"),
+    "method": ("full", "labels_only", "online_kd", "no_adaptive", "no_ib"),
 }
 
 _POSITIVE: tuple[str, ...] = (
