@@ -141,9 +141,9 @@ def run_simulation(config: ExperimentConfig, run_dir: Path, project_root: Path) 
     log_path = run_dir / "superlink.log"
     with log_path.open("w") as log:
         superlink = subprocess.Popen(
-            [_bin("flower-superlink"), "--insecure", "--simulation", "--host", "127.0.0.1", "--port", str(port),
-             "--database", ":flwr-in-memory-state:"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [_bin("flower-superlink"), "--insecure", "--simulation", "--host", "127.0.0.1", "--port", str(port)],
+            # No --database: state stays in memory (`:flwr-in-memory-state:` would become a file in cwd).
+            env=env, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
         _wait_healthy(port, superlink, log_path)
