@@ -34,6 +34,7 @@ __all__ = [
     "config_from_json",
     "config_to_json",
     "load_config",
+    "register_schema",
 ]
 
 
@@ -51,6 +52,7 @@ class DatasetConfig:
     label_fraction: float = 1.0  # share of client samples whose labels are used (CE term)
     max_train_samples: int | None = None  # cap, for quick runs on big datasets
     max_test_samples: int | None = None
+    cache_dir: str | None = "~/.cache/fedtosc/datasets"  # decoded image-folder arrays; null disables the cache
 
 
 @dataclass
@@ -80,6 +82,8 @@ class StudentConfig:
     adaptive: bool = True  # SNR-conditioned feature gating (off = non-adaptive baseline)
     rate_adaptive: bool = False  # mask trailing symbols as SNR rises
     min_channel_uses: int = 4
+    rate_low_snr_db: float = 0.0  # at or below: all channel_uses symbols are sent
+    rate_high_snr_db: float = 20.0  # at or above: only min_channel_uses are sent
 
 
 @dataclass
@@ -116,7 +120,7 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    local_epochs: int = 1
+    local_epochs: int = 3
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -126,7 +130,7 @@ class TrainConfig:
 @dataclass
 class FederationConfig:
     num_clients: int = 4
-    rounds: int = 5
+    rounds: int = 10
     fraction_train: float = 1.0
     min_train_clients: int | None = None  # default: all sampled clients
     client_cpus: int = 1  # Ray CPUs per simulated client: 1 lets two clients train at once on 2 cores
@@ -211,6 +215,8 @@ def check_ranges(config: ExperimentConfig) -> None:
             raise ConfigError(f"{key}={_get(config, key)} must be in (0, 1]")
     if config.student.min_channel_uses > config.student.channel_uses:
         raise ConfigError("student.min_channel_uses must be <= student.channel_uses")
+    if not config.student.rate_low_snr_db < config.student.rate_high_snr_db:
+        raise ConfigError("student.rate_low_snr_db must be < student.rate_high_snr_db")
     low, high = config.channel.snr_min_db, config.channel.snr_max_db
     if not low < high:
         raise ConfigError(f"channel.snr_min_db={low} must be < channel.snr_max_db={high}")
@@ -233,7 +239,8 @@ def check_ranges(config: ExperimentConfig) -> None:
 _SCHEMA_NAME = "fedtosc_schema"
 
 
-def _register_schema() -> None:
+def register_schema() -> None:
+    """Make `fedtosc_schema` (the first default of conf/config.yaml) known to Hydra's ConfigStore."""
     ConfigStore.instance().store(name=_SCHEMA_NAME, node=ExperimentConfig)
 
 
@@ -250,16 +257,14 @@ def load_config(overrides: list[str] | None = None, config_dir: Path | None = No
     config_dir = (config_dir or default_config_dir()).resolve()
     if not (config_dir / "config.yaml").is_file():
         raise ConfigError(f"no config.yaml in {config_dir}: run from a fedtosc checkout")
-    _register_schema()
+    register_schema()
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             composed = compose(config_name="config", overrides=list(overrides or []))
-        config = OmegaConf.to_object(composed)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(_explain(error)) from error
-    assert isinstance(config, ExperimentConfig)
-    check_ranges(config)
-    return config
+    # `+key=value` overrides lift Hydra's struct flag; re-merging into the schema rejects them too.
+    return config_from_json(OmegaConf.to_container(composed, resolve=True))
 
 
 def _explain(error: Exception) -> str:
@@ -277,7 +282,7 @@ def config_to_json(config: ExperimentConfig) -> dict[str, Any]:
 
 def config_from_json(data: dict[str, Any]) -> ExperimentConfig:
     """Rebuild a validated config from `config_to_json` output (e.g. sent over Flower)."""
-    _register_schema()
+    register_schema()
     try:
         merged = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), data)
         config = OmegaConf.to_object(merged)
