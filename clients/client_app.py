@@ -12,7 +12,16 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from fedtosc.experiment import load_teacher, resolve_device
-from fedtosc.federated import cached_experiment, config_from_record, local_data, node_facts
+from fedtosc.faults import InjectedCrash, fault_for
+from fedtosc.federated import (
+    AGGREGATION_WEIGHT_KEY,
+    cached_experiment,
+    config_from_record,
+    local_data,
+    node_facts,
+    nominal_snr_db,
+    snr_aware_weight,
+)
 from fedtosc.models.student import build_student
 from fedtosc.training import train_student
 
@@ -48,7 +57,9 @@ def train(msg: Message, context: Context) -> Message:
     experiment = cached_experiment(config_json)
     facts = node_facts(context, config)
     device = resolve_device(config.device)
-    server_round = int(msg.content.config_records["config"]["server-round"])
+    train_config = msg.content.config_records["config"]
+    # A resumed run restarts Flower's round count; seeds and SNR paths follow the original count.
+    server_round = int(train_config["server-round"]) + int(train_config.get("round-offset", 0))
     knowledge = _cached_knowledge(context) if config.knowledge.mode == "prestored" else None
     data = local_data(experiment, facts.partition_id, knowledge)
     train_split = experiment.splits.train
@@ -58,6 +69,9 @@ def train(msg: Message, context: Context) -> Message:
     proximal = [p.detach().clone() for p in student.parameters()] if config.strategy.name == "fedprox" else None
     online_teacher = load_teacher(experiment, device) if config.knowledge.mode == "online" else None
     generator = torch.Generator().manual_seed(config.seed * 100_003 + facts.partition_id * 1_009 + server_round)
+    fault = fault_for(config.federation.inject_faults, facts.partition_id, server_round)
+    if fault == "crash":
+        raise InjectedCrash(f"partition {facts.partition_id} crashes in round {server_round} (federation.inject_faults)")
     metrics = train_student(
         student,
         data,
@@ -70,7 +84,17 @@ def train(msg: Message, context: Context) -> Message:
         online_teacher=online_teacher,
         proximal_reference=proximal,
     )
-    metrics.update({"num-examples": len(data), "partition-id": facts.partition_id})
+    if fault == "nan":
+        with torch.no_grad():
+            next(student.parameters()).fill_(float("nan"))
+    metrics.update(
+        {
+            "num-examples": len(data),
+            AGGREGATION_WEIGHT_KEY: snr_aware_weight(len(data), facts.profile, config.strategy.snr_weight_alpha),
+            "partition-id": facts.partition_id,
+            "snr-db": nominal_snr_db(facts.profile),
+        }
+    )
     content = RecordDict({"arrays": ArrayRecord(student.cpu().state_dict()), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
 

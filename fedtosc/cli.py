@@ -7,11 +7,12 @@ import importlib
 import sys
 
 from fedtosc.config import ConfigError
+from fedtosc.launch import FederationLaunchError
 
 __all__ = ["main"]
 
 # Adding a subcommand is adding its module here.
-COMMANDS = ("fedtosc.commands.run",)
+COMMANDS = ("fedtosc.commands.run", "fedtosc.commands.deploy", "fedtosc.commands.knowledge", "fedtosc.commands.study", "fedtosc.commands.report", "fedtosc.commands.train")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"fedtosc: {error}", file=sys.stderr)
         return 2
+    except FederationLaunchError as error:
+        print(f"fedtosc: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

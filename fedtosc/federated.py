@@ -7,6 +7,7 @@ a node's own facts (partition id, optional channel override) come from its node 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -21,6 +22,7 @@ from fedtosc.knowledge.store import export_slice, import_slice
 from fedtosc.training import LocalData
 
 __all__ = [
+    "AGGREGATION_WEIGHT_KEY",
     "DESCRIBE",
     "KNOWLEDGE",
     "NodeFacts",
@@ -31,11 +33,27 @@ __all__ = [
     "knowledge_record",
     "local_data",
     "node_facts",
+    "nominal_snr_db",
     "payload_bytes",
+    "snr_aware_weight",
 ]
 
 DESCRIBE = "query.describe"
 KNOWLEDGE = "query.knowledge"
+# Clients report both this and num-examples; the strategy weighs by one of them (strategy.snr_aware).
+AGGREGATION_WEIGHT_KEY = "aggregation-weight"
+
+
+def nominal_snr_db(profile: ChannelProfile) -> float:
+    """A client's typical SNR: the fixed value, the uniform range's midpoint, or the Gauss-Markov mean."""
+    if profile.snr == "uniform":
+        return (profile.snr_low_db + profile.snr_high_db) / 2
+    return profile.snr_db
+
+
+def snr_aware_weight(num_examples: int, profile: ChannelProfile, alpha: float) -> float:
+    """num_examples x (1 + alpha * tanh(snr_db / 10)): clients on better links count for more."""
+    return num_examples * max(0.05, 1.0 + alpha * math.tanh(nominal_snr_db(profile) / 10.0))
 
 
 def config_record(config: ExperimentConfig) -> ConfigRecord:

@@ -128,10 +128,15 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 15.0) -> None
         pass
 
 
-def run_simulation(config: ExperimentConfig, run_dir: Path, project_root: Path) -> None:
-    """Run the ServerApp/ClientApp simulation on the Ray backend; block until it ends."""
+def run_simulation(config: ExperimentConfig, run_dir: Path, project_root: Path, resume: bool = False) -> None:
+    """Run the ServerApp/ClientApp simulation on the Ray backend; block until it ends.
+
+    `resume`: the ServerApp continues from the run directory's last checkpoint.
+    """
     flwr_home = run_dir / ".flwr"
     flwr_home.mkdir(parents=True, exist_ok=True)
+    # A stale results file from an earlier run in this directory must not pass for this run's.
+    (run_dir / "results.json").unlink(missing_ok=True)
     env = offline_flower_env(flwr_home)
     port = _free_port()
     (flwr_home / "config.toml").write_text(
@@ -153,11 +158,21 @@ def run_simulation(config: ExperimentConfig, run_dir: Path, project_root: Path) 
         )
         command = [
             _bin("flwr"), "run", str(project_root), FEDERATION_NAME, "--stream",
-            "--run-config", f'run-dir="{run_dir.resolve()}"',
+            "--run-config", f'run-dir="{run_dir.resolve()}" resume={str(resume).lower()}',
             "--federation-config", federation_config,
         ]
         completed = subprocess.run(command, env=env, cwd=project_root, check=False)
-        if completed.returncode != 0:
-            raise FederationLaunchError(f"`flwr run` exited with code {completed.returncode}; see {log_path}")
+        # `flwr run --stream` exits 0 even when the ServerApp raised: the results file is the proof.
+        if completed.returncode != 0 or not (run_dir / "results.json").is_file():
+            checkpoint = run_dir / "checkpoint.safetensors"
+            hint = (
+                f" Rounds finished so far are checkpointed: fix the cause, then `fedtosc run resume={run_dir}`."
+                if checkpoint.is_file()
+                else ""
+            )
+            raise FederationLaunchError(
+                f"the federated run ended without results (flwr exit code {completed.returncode}); the ServerApp's "
+                f"error is in the log above and in {log_path}.{hint}"
+            )
     finally:
         stop_run_processes(superlink, flwr_home)

@@ -3,7 +3,8 @@
 1. Load the resolved config the launcher wrote into the run directory.
 2. Teacher and pre-stored knowledge: from cache, or built once now.
 3. Learn which node holds which partition; send each node its knowledge slice, once.
-4. Federated rounds (FedAvg/FedProx/FedAdam); the global student is evaluated every round.
+4. Federated rounds (FedAvg/FedProx/FedAdam over screened updates); after every round the
+   global student is evaluated and checkpointed (a resumed run starts from the checkpoint).
 5. Final SNR sweep; results.json, metrics.jsonl and plots in the run directory.
 """
 
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedtosc.experiment import ensure_knowledge, load_experiment, load_teacher, resolve_device
 from fedtosc.models.student import build_student
 from fedtosc.run_record import RunRecorder, load_run_config
 from server.broadcast import describe_nodes, send_knowledge, wait_for_nodes
+from server.checkpoint import load_checkpoint, save_checkpoint
 from server.strategies import make_strategy
 
 app = ServerApp()
@@ -26,6 +28,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     run_dir = Path(str(context.run_config["run-dir"]))
+    resume = bool(context.run_config.get("resume", False))
     config = load_run_config(run_dir)
     device = resolve_device(config.device)
     experiment = load_experiment(config)
@@ -33,7 +36,7 @@ def main(grid: Grid, context: Context) -> None:
     store = ensure_knowledge(experiment, teacher, device)
 
     federation = config.federation
-    node_ids = wait_for_nodes(grid, federation.num_clients, federation.round_timeout_s)
+    node_ids = wait_for_nodes(grid, federation.num_clients, federation.connect_timeout_s)
     nodes = describe_nodes(grid, node_ids, config)
     knowledge_bytes = 0
     if config.knowledge.mode == "prestored":
@@ -41,15 +44,27 @@ def main(grid: Grid, context: Context) -> None:
 
     train_split = experiment.splits.train
     student = build_student(train_split.image_shape[0], len(train_split.class_names), config.student)
-    recorder = RunRecorder(run_dir, experiment, store, nodes, knowledge_bytes, device)
-    strategy = make_strategy(config, recorder.aggregate_train_metrics)
+    rounds_done = 0
+    if resume:
+        rounds_done, state = load_checkpoint(run_dir)
+        student.load_state_dict(state)
+    recorder = RunRecorder(run_dir, experiment, store, nodes, knowledge_bytes, device, resumed=resume)
+
+    def evaluate_and_checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        # Flower numbers this session's rounds from 1; a resumed run continues the original count.
+        if server_round > 0:
+            save_checkpoint(run_dir, rounds_done + server_round, arrays.to_torch_state_dict())
+        return recorder.evaluate_round(rounds_done + server_round if server_round else 0, arrays)
+
+    strategy = make_strategy(config, recorder.aggregate_train_metrics, recorder.note_rejections)
     result = strategy.start(
         grid=grid,
         initial_arrays=ArrayRecord(student.state_dict()),
-        num_rounds=federation.rounds,
+        num_rounds=federation.rounds - rounds_done,
         timeout=federation.round_timeout_s,
-        train_config=ConfigRecord({"lr": config.train.lr}),
-        evaluate_fn=recorder.evaluate_round,
+        train_config=ConfigRecord({"round-offset": rounds_done}),
+        evaluate_fn=evaluate_and_checkpoint,
     )
-    student.load_state_dict(result.arrays.to_torch_state_dict())
+    if result.arrays is not None and len(result.arrays) > 0:
+        student.load_state_dict(result.arrays.to_torch_state_dict())
     recorder.finish(student)

@@ -1,33 +1,44 @@
-"""Strategy factory: FedAvg, FedProx, FedAdam from flwr.serverapp.strategy, chosen by `strategy.name`."""
+"""Strategy factory: FedAvg, FedProx, FedAdam from flwr.serverapp.strategy, chosen by `strategy.name`.
+
+Every strategy screens client updates first (server/screening.py). With `strategy.snr_aware`,
+clients are weighted by examples times a channel-quality factor instead of examples alone.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from flwr.app import MetricRecord, RecordDict
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
 from fedtosc.config import ExperimentConfig
+from fedtosc.federated import AGGREGATION_WEIGHT_KEY
+from server.screening import RejectionFn, ScreenedFedAdam, ScreenedFedAvg, ScreenedFedProx
 
 __all__ = ["make_strategy"]
 
 TrainMetricsFn = Callable[[list[RecordDict], str], MetricRecord]
 
 
-def make_strategy(config: ExperimentConfig, train_metrics_fn: TrainMetricsFn) -> FedAvg:
+def make_strategy(config: ExperimentConfig, train_metrics_fn: TrainMetricsFn, on_rejected: RejectionFn) -> ScreenedFedAvg:
     federation = config.federation
-    sampled = max(1, int(federation.num_clients * federation.fraction_train))
+    min_successes = federation.min_train_clients or max(1, int(federation.num_clients * federation.fraction_train))
     common = {
         "fraction_train": federation.fraction_train,
         # The server evaluates the global student centrally over the SNR sweep instead.
         "fraction_evaluate": 0.0,
-        "min_train_nodes": federation.min_train_clients or sampled,
-        "min_available_nodes": federation.num_clients,
+        # Flower samples max(fraction x connected, min_train_nodes) and waits, with no time limit,
+        # for that many connected nodes: keeping both minimums at min_successes lets a run go on
+        # after a node dies instead of hanging.
+        "min_train_nodes": min_successes,
+        "min_available_nodes": min_successes,
+        "weighted_by_key": AGGREGATION_WEIGHT_KEY if config.strategy.snr_aware else "num-examples",
         "train_metrics_aggr_fn": train_metrics_fn,
+        "min_successes": min_successes,
+        "on_rejected": on_rejected,
     }
     name = config.strategy.name
     if name == "fedprox":
-        return FedProx(proximal_mu=config.strategy.proximal_mu, **common)
+        return ScreenedFedProx(proximal_mu=config.strategy.proximal_mu, **common)
     if name == "fedadam":
-        return FedAdam(eta=config.strategy.server_lr, eta_l=config.train.lr, **common)
-    return FedAvg(**common)
+        return ScreenedFedAdam(eta=config.strategy.server_lr, eta_l=config.train.lr, **common)
+    return ScreenedFedAvg(**common)

@@ -52,7 +52,10 @@ def partition_indices(labels: np.ndarray, federation: FederationConfig, seed: in
     """Split positions 0..len(labels)-1 into federation.num_clients sorted partitions."""
     from datasets import Dataset
 
-    local = Dataset.from_dict({"label": labels.astype(np.int64), "position": np.arange(len(labels))})
+    # flwr-datasets' IidPartitioner cuts contiguous chunks: shuffle first, or class-sorted data
+    # (image folders are read class by class) would give each client only a few classes.
+    order = np.random.default_rng(seed).permutation(len(labels))
+    local = Dataset.from_dict({"label": labels[order].astype(np.int64), "position": order})
     partitioner = _make_partitioner(federation, seed)
     partitioner.dataset = local
     partitions = [

@@ -1,0 +1,155 @@
+"""Federation in depth: crashing and poisoned clients, resume after a server failure, partitions."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord
+
+from fedtosc.cli import main
+from fedtosc.config import FederationConfig, load_config
+from fedtosc.data import partition_indices
+from fedtosc.faults import parse_faults
+from fedtosc.results import read_results
+from server.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from server.screening import update_problem
+
+
+def _rounds(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _small_run(tmp_path, name, *extra):
+    run_dir = tmp_path / name
+    args = [
+        "run",
+        f"output_dir={run_dir}",
+        f"teacher.cache_dir={tmp_path / 'teachers'}",
+        f"knowledge.cache_dir={tmp_path / 'knowledge'}",
+        "teacher.epochs=2",
+        "train.local_epochs=1",
+        "channel.eval_snr_db=[10]",
+        "channel.eval_channels=[awgn]",
+        *extra,
+    ]
+    return main(args), run_dir
+
+
+# --- fast: the pieces ------------------------------------------------------------------------
+
+
+def test_screening_accepts_a_matching_update_and_names_each_problem():
+    reference = {"w": ((2, 2), "float32"), "steps": ((), "int64")}
+    good = ArrayRecord({"w": Array(np.ones((2, 2), np.float32)), "steps": Array(np.array(3, np.int64))})
+    assert update_problem(good, reference) is None
+    nan = ArrayRecord({"w": Array(np.full((2, 2), np.nan, np.float32)), "steps": Array(np.array(3, np.int64))})
+    assert "NaN" in update_problem(nan, reference)
+    wrong_shape = ArrayRecord({"w": Array(np.ones((3, 2), np.float32)), "steps": Array(np.array(3, np.int64))})
+    assert "w is float32[3, 2]" in update_problem(wrong_shape, reference)
+    wrong_dtype = ArrayRecord({"w": Array(np.ones((2, 2), np.float64)), "steps": Array(np.array(3, np.int64))})
+    assert "float64" in update_problem(wrong_dtype, reference)
+    missing = ArrayRecord({"w": Array(np.ones((2, 2), np.float32))})
+    assert "missing ['steps']" in update_problem(missing, reference)
+
+
+def test_checkpoint_round_trips_and_a_corrupt_one_is_named(tmp_path):
+    import torch
+
+    save_checkpoint(tmp_path, 3, {"w": torch.arange(4.0)})
+    server_round, state = load_checkpoint(tmp_path)
+    assert server_round == 3 and torch.equal(state["w"], torch.arange(4.0))
+    (tmp_path / "checkpoint.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a readable fedtosc checkpoint"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nowhere")
+
+
+def test_fault_spec_parses_and_rejects_malformed_entries():
+    assert parse_faults("crash:1@2, nan:0@1") == {(1, 2): "crash", (0, 1): "nan"}
+    with pytest.raises(ValueError, match="explode:1@2"):
+        parse_faults("explode:1@2")
+
+
+@pytest.mark.parametrize("partitioner", ["iid", "dirichlet", "pathological"])
+def test_partitions_cover_every_sample_exactly_once(partitioner):
+    labels = np.random.default_rng(0).integers(0, 10, size=600)
+    federation = replace(FederationConfig(), num_clients=5, partitioner=partitioner, dirichlet_alpha=0.3, classes_per_client=2)
+    parts = partition_indices(labels, federation, seed=0)
+    assert len(parts) == 5
+    joined = np.sort(np.concatenate(parts))
+    if partitioner == "pathological":
+        # Pathological partitions hold only their assigned classes, so samples may be left out.
+        assert len(np.unique(joined)) == len(joined)
+        assert all(len(np.unique(labels[p])) <= 2 for p in parts)
+    else:
+        assert np.array_equal(joined, np.arange(600))
+
+
+def test_dirichlet_partitions_are_skewed_and_iid_ones_are_not():
+    labels = np.repeat(np.arange(10), 60)
+    def skew(partitioner):
+        federation = replace(FederationConfig(), num_clients=4, partitioner=partitioner, dirichlet_alpha=0.1)
+        shares = [np.bincount(labels[p], minlength=10) / len(p) for p in partition_indices(labels, federation, 0)]
+        return float(np.mean([np.abs(s - 0.1).sum() for s in shares]))
+    assert skew("dirichlet") > 3 * skew("iid")
+
+
+def test_snr_aware_weights_favour_better_links():
+    from fedtosc.channels import parse_channel_profiles
+    from fedtosc.federated import snr_aware_weight
+
+    low, high = parse_channel_profiles("awgn:0,awgn:20", 2)
+    assert snr_aware_weight(100, high, 0.5) > snr_aware_weight(100, low, 0.5) == 100.0
+
+
+def test_bad_fault_spec_is_a_config_error():
+    from fedtosc.config import ConfigError
+
+    with pytest.raises(ConfigError, match="federation.inject_faults"):
+        load_config(["federation.inject_faults=boom"])
+
+
+# --- slow: real Flower simulations -----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_crashing_and_poisoned_clients_are_rejected_and_the_round_completes(tmp_path):
+    code, run_dir = _small_run(
+        tmp_path, "faults", "federation.num_clients=3", "channel.clients='awgn:0,awgn:10,awgn:20'",
+        "federation.rounds=2", "federation.min_train_clients=1", "federation.inject_faults='crash:1@1,nan:2@1'",
+    )
+    assert code == 0
+    first, second = _rounds(run_dir)
+    problems = " | ".join(r["problem"] for r in first["rejected"])
+    assert len(first["rejected"]) == 2
+    assert "partition 1 crashes in round 1" in problems and "NaN" in problems
+    assert [c["partition-id"] for c in first["clients"]] == [0]
+    assert second["rejected"] == [] and len(second["clients"]) == 3
+    assert np.isfinite(read_results(run_dir)["accuracy_vs_snr"]["awgn"]["10.0"])
+
+
+@pytest.mark.slow
+def test_resume_after_a_failed_round_continues_from_the_checkpoint(tmp_path, capsys):
+    # Round 2 fails outright (both clients crash, both required): the server stops after round 1.
+    code, run_dir = _small_run(
+        tmp_path, "resumed", "federation.num_clients=2", "channel.clients='awgn:5,awgn:15'", "federation.rounds=3",
+        "federation.min_train_clients=2", "federation.inject_faults='crash:0@2,crash:1@2'",
+    )
+    assert code == 1
+    assert "resume=" in capsys.readouterr().err
+    assert not (run_dir / "results.json").exists()
+    assert load_checkpoint(run_dir)[0] == 1
+    code = main(["run", f"resume={run_dir}", "federation.inject_faults=''"])
+    assert code == 0
+    assert [r["round"] for r in _rounds(run_dir)] == [1, 2, 3]
+    resumed = read_results(run_dir)
+    # An uninterrupted run of the same config ends with the same model shape and similar accuracy.
+    code, straight_dir = _small_run(
+        tmp_path, "straight", "federation.num_clients=2", "channel.clients='awgn:5,awgn:15'", "federation.rounds=3",
+    )
+    assert code == 0
+    straight = read_results(straight_dir)
+    assert resumed["student"]["params"] == straight["student"]["params"]
+    assert abs(resumed["accuracy_vs_snr"]["awgn"]["10.0"] - straight["accuracy_vs_snr"]["awgn"]["10.0"]) < 0.15
