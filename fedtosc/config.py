@@ -138,6 +138,10 @@ class FederationConfig:
     dirichlet_alpha: float = 0.5
     classes_per_client: int = 2
     round_timeout_s: float = 600.0
+    connect_timeout_s: float = 120.0  # how long the server waits for num_clients nodes before failing
+    # Fault injection for resilience tests: "crash:<partition>@<round>" raises in that client's
+    # training, "nan:<partition>@<round>" makes it return NaN weights. Comma-separated; "" = none.
+    inject_faults: str = ""
 
 
 @dataclass
@@ -145,6 +149,8 @@ class StrategyConfig:
     name: str = "fedavg"  # fedavg | fedprox | fedadam
     proximal_mu: float = 0.01
     server_lr: float = 0.01
+    snr_aware: bool = False  # weight clients by examples x (1 + snr_weight_alpha * tanh(snr_db / 10))
+    snr_weight_alpha: float = 0.5
 
 
 @dataclass
@@ -160,7 +166,8 @@ class ExperimentConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     method: str = "full"  # set by the conf/method group: full | labels_only | online_kd | no_adaptive | no_ib
     seed: int = 0
-    output_dir: str | None = None  # default: runs/<timestamp>
+    output_dir: str | None = None
+    resume: str | None = None  # a run directory: continue its federation from the last checkpointed round  # default: runs/<timestamp>
     device: str = "auto"  # auto | cpu | cuda
 
 
@@ -183,11 +190,11 @@ _POSITIVE: tuple[str, ...] = (
     "knowledge.pca_dim", "train.local_epochs", "train.batch_size", "train.lr",
     "train.eval_batch_size", "federation.num_clients", "federation.rounds",
     "federation.client_cpus", "federation.dirichlet_alpha", "federation.classes_per_client",
-    "federation.round_timeout_s",
+    "federation.round_timeout_s", "federation.connect_timeout_s",
 )
 _NON_NEGATIVE: tuple[str, ...] = (
     "teacher.epochs", "loss.kd_weight", "loss.ce_weight", "loss.beta", "loss.beta_warmup_rounds",
-    "loss.feature_weight", "train.weight_decay", "strategy.proximal_mu", "strategy.server_lr", "seed",
+    "loss.feature_weight", "train.weight_decay", "strategy.proximal_mu", "strategy.server_lr", "strategy.snr_weight_alpha", "seed",
 )
 _FRACTIONS: tuple[str, ...] = ("dataset.test_fraction", "dataset.server_fraction", "dataset.label_fraction", "federation.fraction_train")
 
@@ -227,6 +234,12 @@ def check_ranges(config: ExperimentConfig) -> None:
         1 <= config.federation.min_train_clients <= config.federation.num_clients
     ):
         raise ConfigError("federation.min_train_clients must be in [1, federation.num_clients]")
+    from fedtosc.faults import parse_faults
+
+    try:
+        parse_faults(config.federation.inject_faults)
+    except ValueError as error:
+        raise ConfigError(f"federation.inject_faults: {error}") from error
     # Parsing the client channel line checks its entry count against num_clients and every SNR.
     from fedtosc.channels import parse_channel_profiles
 

@@ -6,7 +6,9 @@ two students are compared on the same channel realizations.
 
 from __future__ import annotations
 
+import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -15,7 +17,7 @@ from fedtosc.config import ChannelConfig
 from fedtosc.data.datasets import ImageDataset
 from fedtosc.models.student import StudentCodec
 
-__all__ = ["accuracy_at_snr", "encoder_latency_ms", "model_size", "snr_sweep"]
+__all__ = ["accuracy_at_snr", "encoder_latency_ms", "median_ms_per_item", "model_size", "snr_sweep"]
 
 
 @torch.inference_mode()
@@ -60,21 +62,23 @@ def model_size(student: StudentCodec) -> dict[str, int]:
     return {"params": sum(p.numel() for p in student.parameters()), "encoder_params": encoder}
 
 
+def median_ms_per_item(run: Callable[[], object], batch_size: int, repeats: int = 20, warmup: int = 2) -> float:
+    """Median wall time of `run()` over `repeats` calls, in ms per item of its batch."""
+    timings = []
+    for call in range(warmup + repeats):
+        started = time.perf_counter()
+        run()
+        if call >= warmup:  # the first calls warm up allocators and kernels
+            timings.append(time.perf_counter() - started)
+    return 1000.0 * statistics.median(timings) / batch_size
+
+
 @torch.inference_mode()
 def encoder_latency_ms(
     student: StudentCodec, image_shape: tuple[int, int, int], batch_size: int, repeats: int = 20
 ) -> float:
-    """Median wall time per image of the on-device part (encoder to symbols), on the CPU."""
+    """Median wall time per image of the on-device part (images to channel symbols), on the CPU."""
     student.to("cpu").eval()
     images = torch.rand(batch_size, *image_shape)
     snr_db = torch.full((batch_size,), 10.0)
-    timings = []
-    for _ in range(repeats + 2):
-        started = time.perf_counter()
-        features = student.encoder(images)
-        if student.snr_gate is not None:
-            features = student.snr_gate(features, snr_db)
-        student.mu(features)
-        timings.append(time.perf_counter() - started)
-    timings = sorted(timings[2:])  # the first calls warm up allocators and kernels
-    return 1000.0 * timings[len(timings) // 2] / batch_size
+    return median_ms_per_item(lambda: student.encode_symbols(images, snr_db), batch_size, repeats)

@@ -84,7 +84,7 @@ def _with_reference_dtypes(arrays: ArrayRecord, reference: dict[str, tuple[tuple
     for name, array in arrays.items():
         values = array.numpy()
         target = np.dtype(reference[name][1])
-        restored[name] = Array(np.round(values).astype(target) if target.kind in "iu" else values.astype(target, copy=False))
+        restored[name] = Array(np.asarray(np.round(values) if target.kind in "iu" else values, dtype=target))
     return ArrayRecord(restored)
 
 
