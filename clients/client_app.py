@@ -23,7 +23,7 @@ from fedtosc.federated import (
     snr_aware_weight,
 )
 from fedtosc.models.student import build_student
-from fedtosc.training import train_student
+from fedtosc.training import NonFiniteLossError, train_student
 
 app = ClientApp()
 
@@ -72,18 +72,22 @@ def train(msg: Message, context: Context) -> Message:
     fault = fault_for(config.federation.inject_faults, facts.partition_id, server_round)
     if fault == "crash":
         raise InjectedCrash(f"partition {facts.partition_id} crashes in round {server_round} (federation.inject_faults)")
-    metrics = train_student(
-        student,
-        data,
-        profile=facts.profile,
-        channel=facts.profile.make_channel(config.channel.block_length),
-        config=config,
-        server_round=server_round,
-        generator=generator,
-        device=device,
-        online_teacher=online_teacher,
-        proximal_reference=proximal,
-    )
+    try:
+        metrics = train_student(
+            student,
+            data,
+            profile=facts.profile,
+            channel=facts.profile.make_channel(config.channel.block_length),
+            config=config,
+            server_round=server_round,
+            generator=generator,
+            device=device,
+            online_teacher=online_teacher,
+            proximal_reference=proximal,
+        )
+    except NonFiniteLossError as error:
+        # The server logs this reason and rejects the update; it must say which client diverged.
+        raise NonFiniteLossError(f"partition {facts.partition_id} ({facts.profile.describe()}): {error}") from error
     if fault == "nan":
         with torch.no_grad():
             next(student.parameters()).fill_(float("nan"))
