@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 
+_MODEL_SCHEMAS = ("hf-hub:", "local-dir:")
+
+
 class TeacherError(RuntimeError):
     """A teacher cannot be built; the message says how to supply what is missing."""
 
@@ -46,6 +49,10 @@ class Teacher(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def classify(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The teacher's head alone: embeddings [B, D] -> logits [B, C] (as in `forward`)."""
+        raise NotImplementedError
 
 
 class ServerCNNTeacher(Teacher):
@@ -73,7 +80,10 @@ class ServerCNNTeacher(Teacher):
 
     def forward(self, images: torch.Tensor) -> TeacherOutputs:
         embeddings = self.features(images * 2.0 - 1.0)
-        return TeacherOutputs(logits=self.classifier(embeddings), embeddings=embeddings)
+        return TeacherOutputs(logits=self.classify(embeddings), embeddings=embeddings)
+
+    def classify(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.classifier(embeddings)
 
 
 def _teacher_fingerprint(config: TeacherConfig, data: ImageDataset, seed: int) -> str:
@@ -153,9 +163,13 @@ class ClipTeacher(Teacher):
     def forward(self, images: torch.Tensor) -> TeacherOutputs:
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
-        images = F.interpolate(images, size=self.image_size, mode="bicubic", align_corners=False).clamp(0, 1)
+        if tuple(images.shape[-2:]) != self.image_size:
+            images = F.interpolate(images, size=self.image_size, mode="bicubic", align_corners=False).clamp(0, 1)
         embeddings = F.normalize(self.visual((images - self.mean) / self.std), dim=-1)
-        return TeacherOutputs(logits=self.logit_scale * embeddings @ self.head.T, embeddings=embeddings)
+        return TeacherOutputs(logits=self.classify(embeddings), embeddings=embeddings)
+
+    def classify(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.logit_scale * embeddings @ self.head.T
 
 
 def build_clip_teacher(
@@ -167,9 +181,13 @@ def build_clip_teacher(
     """Create the open_clip model with its weights, then its zero-shot or linear-probe head."""
     import open_clip
 
-    if config.model not in open_clip.list_models():
+    # `hf-hub:org/repo` and `local-dir:/path` name a model by where its config lives, not a registry entry.
+    if not config.model.startswith(_MODEL_SCHEMAS) and config.model not in open_clip.list_models():
         known = ", ".join(open_clip.list_models()[:12])
-        raise TeacherError(f"unknown open_clip model teacher.model={config.model!r}; known include: {known}, ...")
+        raise TeacherError(
+            f"unknown open_clip model teacher.model={config.model!r}; known include: {known}, ... "
+            f"(all: open_clip.list_models()), or {' / '.join(s + '...' for s in _MODEL_SCHEMAS)}"
+        )
     weights = _clip_weights_source(config)
     try:
         model = open_clip.create_model(config.model, pretrained=weights, device=device)
@@ -186,7 +204,7 @@ def build_clip_teacher(
         raise TeacherError(f"teacher.class_names has {len(names)} names but the dataset has {len(class_names)} classes")
     if config.head == "zero_shot":
         head = _zero_shot_head(model, open_clip.get_tokenizer(config.model), names, config.prompt_templates, device)
-        logit_scale = float(model.logit_scale.exp().clamp(max=100.0))
+        logit_scale = float(model.logit_scale.detach().exp().clamp(max=100.0))
         teacher = ClipTeacher(model, head.cpu(), logit_scale, config.model, weights or "random")
     else:
         if labelled is None:
@@ -235,14 +253,27 @@ def _fit_linear_probe(teacher: ClipTeacher, labelled: ImageDataset, config: Teac
 
 @torch.inference_mode()
 def predict(
-    teacher: Teacher, data: ImageDataset, batch_size: int, device: torch.device, desc: str = "teacher inference"
+    teacher: Teacher,
+    data: ImageDataset,
+    batch_size: int,
+    device: torch.device,
+    desc: str = "teacher inference",
+    progress: tqdm | None = None,
 ) -> TeacherOutputs:
-    """Run the teacher over every sample, batched, in inference mode; outputs on the CPU."""
+    """Run the teacher over every sample, batched, in inference mode; outputs float32 on the CPU.
+
+    `progress`: a caller's bar to advance by samples (e.g. the knowledge builder's); else its own.
+    """
     teacher.eval()
+    bar = progress if progress is not None else tqdm(total=len(data), desc=desc, unit="img", leave=False)
     logits, embeddings = [], []
-    for start in tqdm(range(0, len(data), batch_size), desc=desc, unit="batch", leave=False):
+    for start in range(0, len(data), batch_size):
+        # uint8 crosses to the device (4x fewer bytes than float) and is scaled there.
         images = data.images[start : start + batch_size].to(device, non_blocking=True).float().div(255.0)
         outputs = teacher(images)
         logits.append(outputs.logits.float().cpu())
         embeddings.append(outputs.embeddings.float().cpu())
+        bar.update(len(images))
+    if progress is None:
+        bar.close()
     return TeacherOutputs(logits=torch.cat(logits), embeddings=torch.cat(embeddings))
