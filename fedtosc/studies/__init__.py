@@ -1,0 +1,30 @@
+"""Studies users run: a grid of experiments (one run directory per cell) and its summary.
+
+`sweep` expands a grid from conf/study/ with Hydra's basic sweeper and runs each cell as a
+`fedtosc run` (or `fedtosc train`), resuming finished cells; `tables` turns the cells'
+results.json files into one CSV and one figure per study.
+"""
+
+from fedtosc.studies.sweep import STUDIES, CellOutcome, run_study
+from fedtosc.studies.tables import (
+    Cell,
+    data_efficiency_rows,
+    load_cells,
+    plot_data_efficiency,
+    plot_snr_sweep,
+    snr_sweep_rows,
+    write_csv,
+)
+
+__all__ = [
+    "STUDIES",
+    "Cell",
+    "CellOutcome",
+    "data_efficiency_rows",
+    "load_cells",
+    "plot_data_efficiency",
+    "plot_snr_sweep",
+    "run_study",
+    "snr_sweep_rows",
+    "write_csv",
+]

@@ -1,0 +1,157 @@
+"""Run a study's grid through Hydra multirun: one `fedtosc run` (or `train`) per cell, resumable.
+
+The grid is `hydra.sweeper.params` in conf/study/<name>.yaml; command-line overrides replace an
+axis (`method=full,labels_only`) or fix any other key (`federation.rounds=2`). Hydra's basic
+sweeper expands and validates the grid; each cell runs as a child process (so Flower, Ray and
+torch state never leak between cells) into <study>/cells/<axes>/. A cell whose results.json is
+complete and whose stored config equals the cell's config now is skipped, so a study resumes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fedtosc.config import ConfigError, config_from_json, config_to_json, default_config_dir, register_schema
+from fedtosc.results import read_results, write_json_atomic
+
+__all__ = ["CELL_FILE", "STUDIES", "CellOutcome", "cell_name", "run_study"]
+
+# Command-line name -> conf/study/<file>.yaml
+STUDIES: dict[str, str] = {"data-efficiency": "data_efficiency", "snr-sweep": "snr_sweep"}
+CELL_FILE = "cell.json"  # the cell's axis values, beside the run's own files
+LOG_FILE = "fedtosc.log"
+_MAX_NAME_CHARS = 120
+
+
+@dataclass
+class CellOutcome:
+    """What happened to one cell: `ran`, `skipped` (already complete) or `failed`."""
+
+    run_dir: Path
+    axes: dict[str, str]
+    status: str
+    seconds: float = 0.0
+    message: str = ""
+
+
+def cell_name(axes: dict[str, str]) -> str:
+    """A readable, filesystem-safe directory name from the cell's axis values (sorted by key).
+
+    No ':' (nor '='): Flower puts the app installed under the run dir on Ray workers' PYTHONPATH,
+    where a colon splits the path and the ClientApp no longer imports.
+    """
+    parts = [f"{key}-{value.replace(',', '+')}" for key, value in sorted(axes.items())]
+    name = re.sub(r"[^A-Za-z0-9._+-]", "_", "__".join(parts)) or "cell"
+    if len(name) > _MAX_NAME_CHARS:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        name = f"{name[: _MAX_NAME_CHARS - 11]}-{digest}"
+    return name
+
+
+def run_study(study: str, overrides: list[str], study_dir: Path, centralized: bool = False) -> list[CellOutcome]:
+    """Run every cell of `study` (a key of STUDIES) not already complete under study_dir/cells/.
+
+    Raises ConfigError for an unknown study, a key the schema lacks or a grid Hydra can't compose.
+    """
+    if study not in STUDIES:
+        raise ConfigError(f"unknown study {study!r}; known: {sorted(STUDIES)}")
+    conf_name = STUDIES[study]
+    study_dir = study_dir.expanduser().resolve()
+    if ":" in str(study_dir):
+        raise ConfigError(f"study directory {study_dir} contains ':', which breaks Flower's app path on Ray workers")
+    axis_keys = _axis_keys(conf_name, overrides)
+    task = functools.partial(
+        _run_cell, cells_dir=study_dir / "cells", axis_keys=axis_keys, command="train" if centralized else "run"
+    )
+    hydra_overrides = [
+        *overrides,
+        f"+study={conf_name}",
+        f"hydra.sweep.dir={_quoted(study_dir)}",
+        # Cells choose their own directories; Hydra's per-job folder is the study dir itself.
+        "hydra.sweep.subdir=.",
+        "hydra.output_subdir=null",
+        "hydra/job_logging=none",
+        "hydra.job.chdir=false",
+    ]
+    register_schema()
+    try:
+        with initialize_config_dir(config_dir=str(default_config_dir()), job_name=f"study-{study}", version_base="1.3"):
+            hydra = GlobalHydra.instance().hydra
+            assert hydra is not None
+            batches = hydra.multirun(config_name="config", task_function=task, overrides=hydra_overrides)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(f"study {study}: {error}") from error
+    return [job.return_value for batch in batches for job in batch]
+
+
+def _axis_keys(conf_name: str, overrides: list[str]) -> list[str]:
+    """The grid's axes: the study's own sweep params, plus any key swept on the command line."""
+    params = OmegaConf.load(default_config_dir() / "study" / f"{conf_name}.yaml").hydra.sweeper.params
+    keys = set(params)
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.is_sweep_override():
+            keys.add(override.key_or_group)
+    return sorted(keys)
+
+
+def _quoted(path: Path) -> str:
+    if "'" in str(path):
+        raise ConfigError(f"study directory {path} contains a quote; choose another --output")
+    return f"'{path}'"
+
+
+def _run_cell(cfg: DictConfig, cells_dir: Path, axis_keys: list[str], command: str) -> CellOutcome:
+    """Hydra's task function: one cell, run as `fedtosc <command> <the cell's overrides>`."""
+    overrides = list(HydraConfig.get().overrides.task)
+    values = {o.key_or_group: str(o.value()) for o in OverridesParser.create().parse_overrides(overrides)}
+    axes = {key: values[key] for key in axis_keys if key in values}
+    run_dir = cells_dir / cell_name(axes)
+    try:
+        expected = config_from_json({**OmegaConf.to_container(cfg, resolve=True), "output_dir": str(run_dir)})
+    except ConfigError as error:
+        print(f"[invalid] {run_dir.name}: {error}", flush=True)
+        return CellOutcome(run_dir, axes, "failed", message=str(error))
+    if _is_complete(run_dir, config_to_json(expected)):
+        print(f"[skipped] {run_dir.name}: complete", flush=True)
+        return CellOutcome(run_dir, axes, "skipped")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # A stale results.json beside a new config.yaml would pass for complete if this run fails.
+    (run_dir / "results.json").unlink(missing_ok=True)
+    write_json_atomic(run_dir / CELL_FILE, {"axes": axes, "overrides": overrides, "command": command})
+    argv = [sys.executable, "-m", "fedtosc.cli", command, *overrides, f"output_dir={_quoted(run_dir)}"]
+    started = time.perf_counter()
+    with (run_dir / LOG_FILE).open("w") as log:
+        returncode = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+    seconds = time.perf_counter() - started
+    if returncode != 0 or not _is_complete(run_dir, config_to_json(expected)):
+        message = f"fedtosc {command} exited with {returncode}; see {run_dir / LOG_FILE}"
+        print(f"[failed] {run_dir.name}: {message}", flush=True)
+        return CellOutcome(run_dir, axes, "failed", seconds, message)
+    print(f"[ran] {run_dir.name} in {seconds:.0f} s", flush=True)
+    return CellOutcome(run_dir, axes, "ran", seconds)
+
+
+def _is_complete(run_dir: Path, expected_config: dict[str, Any]) -> bool:
+    """results.json has every section, and the run's config.yaml is the config this cell wants."""
+    try:
+        read_results(run_dir)
+        stored = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+        return config_to_json(config_from_json(stored)) == expected_config
+    except (OSError, ValueError, OmegaConfBaseException):
+        return False

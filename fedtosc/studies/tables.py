@@ -1,0 +1,255 @@
+"""A study's summary: its cells' results.json files grouped over seeds into one CSV and one figure.
+
+Each cell is a run directory (config.yaml, results.json) plus cell.json naming its axis values.
+Cells that differ only in `seed` form one point: mean and sample standard deviation over seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from omegaconf import OmegaConf
+
+from fedtosc.results import read_results  # importing it selects matplotlib's headless Agg backend
+from fedtosc.studies.sweep import CELL_FILE
+
+__all__ = [
+    "Cell",
+    "data_efficiency_rows",
+    "load_cells",
+    "plot_data_efficiency",
+    "plot_snr_sweep",
+    "snr_sweep_rows",
+    "write_csv",
+]
+
+_SEED = "seed"
+_LABEL_FRACTION = "dataset.label_fraction"
+_CLIENTS = "channel.clients"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One finished cell: its axis values, resolved config and results."""
+
+    run_dir: Path
+    axes: dict[str, str]
+    config: dict[str, Any]
+    results: dict[str, Any]
+
+
+def load_cells(run_dirs: list[Path]) -> list[Cell]:
+    """Read each cell; a directory without complete results.json raises ValueError naming it."""
+    cells = []
+    for run_dir in run_dirs:
+        try:
+            axes = json.loads((run_dir / CELL_FILE).read_text())["axes"]
+            config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+            results = read_results(run_dir)
+        except (OSError, KeyError, json.JSONDecodeError) as error:
+            raise ValueError(f"{run_dir} is not a finished study cell: {error}") from error
+        cells.append(Cell(run_dir, axes, config, results))
+    return cells
+
+
+def data_efficiency_rows(cells: list[Cell], channel: str, snr_db: float) -> list[dict[str, Any]]:
+    """Accuracy on `channel` at `snr_db` against label fraction: one row per series and fraction."""
+    groups: dict[tuple, list[Cell]] = defaultdict(list)
+    varying = _varying_axes(cells)
+    for cell in cells:
+        fraction = float(cell.config["dataset"]["label_fraction"])
+        groups[(_series_key(cell, exclude=(_SEED, _LABEL_FRACTION)), fraction)].append(cell)
+    rows = []
+    for (series, fraction), members in sorted(groups.items()):
+        accuracies = [_accuracy_at(cell, channel, snr_db) for cell in members]
+        rows.append(
+            {
+                **dict(series),
+                "series": _series_label(series, members[0], varying),
+                **_profile_columns(members[0]),
+                "label_fraction": fraction,
+                "channel": channel,
+                "snr_db": snr_db,
+                **_spread(accuracies, members),
+                "teacher_accuracy": float(np.mean([cell.results["teacher"]["accuracy"] for cell in members])),
+            }
+        )
+    return rows
+
+
+def snr_sweep_rows(cells: list[Cell]) -> list[dict[str, Any]]:
+    """Accuracy against SNR for every eval channel: one row per series, channel and SNR."""
+    groups: dict[tuple, list[Cell]] = defaultdict(list)
+    varying = _varying_axes(cells)
+    for cell in cells:
+        groups[_series_key(cell, exclude=(_SEED,))].append(cell)
+    rows = []
+    for series, members in sorted(groups.items()):
+        curves = members[0].results["accuracy_vs_snr"]
+        for channel in curves:
+            for snr_db in sorted({float(snr) for snr in curves[channel]}):
+                accuracies = [_accuracy_at(cell, channel, snr_db) for cell in members]
+                rows.append(
+                    {
+                        **dict(series),
+                        "series": _series_label(series, members[0], varying),
+                        **_profile_columns(members[0]),
+                        "channel": channel,
+                        "snr_db": snr_db,
+                        **_spread(accuracies, members),
+                    }
+                )
+    return rows
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """Rows to CSV; the columns are the union of the rows' keys, in first-seen order."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_data_efficiency(rows: list[dict[str, Any]], path: Path) -> None:
+    """Accuracy vs label fraction (log x), one line per series, error bars = s.d. over seeds."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    colors = _method_colors(rows)
+    for label, points in _by_series(rows).items():
+        points.sort(key=lambda row: row["label_fraction"])
+        axes.errorbar(
+            [row["label_fraction"] for row in points], [row["accuracy_mean"] for row in points],
+            yerr=[row["accuracy_std"] for row in points], marker="o", capsize=3, color=colors.get(points[0].get("method")),
+            linestyle="--" if points[0].get("profile") == "heterogeneous" else "-", label=label,
+        )
+    if rows:
+        axes.axhline(float(np.mean([r["teacher_accuracy"] for r in rows])), color="gray", linestyle=":", label="teacher")
+        axes.set_title(f"accuracy on {rows[0]['channel']} at {rows[0]['snr_db']:g} dB; {_seeds_note(rows)}", fontsize=10)
+    axes.set_xscale("log")
+    axes.set_xlabel("label fraction (share of client samples with labels)")
+    axes.set_ylabel("test accuracy")
+    axes.set_ylim(0, 1.02)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def plot_snr_sweep(rows: list[dict[str, Any]], path: Path) -> None:
+    """One panel per eval channel: accuracy vs SNR, one line per series, error bars over seeds."""
+    channels = list(dict.fromkeys(row["channel"] for row in rows)) or ["awgn"]
+    figure, panels = plt.subplots(1, len(channels), figsize=(4.2 * len(channels), 4), sharey=True, squeeze=False)
+    for panel, channel in zip(panels[0], channels, strict=True):
+        for label, points in _by_series([row for row in rows if row["channel"] == channel]).items():
+            points.sort(key=lambda row: row["snr_db"])
+            panel.errorbar(
+                [row["snr_db"] for row in points], [row["accuracy_mean"] for row in points],
+                yerr=[row["accuracy_std"] for row in points], marker="o", markersize=3, capsize=2, label=label,
+            )
+        panel.set_title(channel)
+        panel.set_xlabel("SNR (dB)")
+        panel.grid(alpha=0.3)
+    panels[0][0].set_ylabel("test accuracy")
+    panels[0][0].set_ylim(0, 1.02)
+    handles, labels = panels[0][0].get_legend_handles_labels()
+    # Below the panels: long series names would cover the curves inside any one panel.
+    legend_rows = (len(labels) + 2) // 3
+    figure.legend(handles, labels, loc="lower center", ncol=min(3, max(len(labels), 1)), fontsize=8)
+    if rows:
+        figure.suptitle(f"accuracy vs SNR; {_seeds_note(rows)}", fontsize=10)
+    figure.tight_layout(rect=(0, 0.05 + 0.05 * legend_rows, 1, 1))
+    _save(figure, path)
+
+
+def _series_key(cell: Cell, exclude: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((key, value) for key, value in cell.axes.items() if key not in exclude))
+
+
+def _varying_axes(cells: list[Cell]) -> set[str]:
+    """Axes with more than one value among the cells: the only ones worth naming in a legend."""
+    values: dict[str, set[str]] = defaultdict(set)
+    for cell in cells:
+        for key, value in cell.axes.items():
+            values[key].add(value)
+    return {key for key, seen in values.items() if len(seen) > 1}
+
+
+def _series_label(series: tuple[tuple[str, str], ...], cell: Cell, varying: set[str]) -> str:
+    """e.g. `full, heterogeneous clients (8.75 dB mean)`: the method first, then the other varying axes."""
+    named = [(key, value) for key, value in series if key in varying] or list(series)
+    parts = []
+    for key, value in sorted(named, key=lambda item: item[0] != "method"):
+        if key == _CLIENTS:
+            profile = _profile_columns(cell)
+            parts.append(f"{profile['profile']} clients ({profile['mean_client_snr_db']:g} dB mean)")
+        elif key == "method":
+            parts.append(value)
+        else:
+            parts.append(f"{key}={value}")
+    return ", ".join(parts) or "all cells"
+
+
+def _profile_columns(cell: Cell) -> dict[str, Any]:
+    """Whether every client had the same link, and the mean of the clients' nominal SNRs."""
+    federation = cell.results["federation"]
+    profiles = list(federation.get("client_channel_profiles", {}).values())
+    client_snr_db = federation["client_snr_db"]
+    homogeneous = len(set(profiles)) <= 1 and len(set(client_snr_db)) <= 1
+    return {
+        "profile": "homogeneous" if homogeneous else "heterogeneous",
+        "mean_client_snr_db": float(np.mean(client_snr_db)),
+    }
+
+
+def _accuracy_at(cell: Cell, channel: str, snr_db: float) -> float:
+    curves = cell.results["accuracy_vs_snr"]
+    if channel not in curves:
+        raise ValueError(f"{cell.run_dir}: no accuracy on channel {channel!r}; it has {sorted(curves)}")
+    for snr, accuracy in curves[channel].items():
+        if float(snr) == float(snr_db):
+            return float(accuracy)
+    available = sorted(float(snr) for snr in curves[channel])
+    raise ValueError(f"{cell.run_dir}: no accuracy at {snr_db:g} dB on {channel}; evaluated SNRs: {available}")
+
+
+def _spread(accuracies: list[float], cells: list[Cell]) -> dict[str, Any]:
+    """Mean, sample s.d. (0 for a single seed), and the per-seed values so the CSV keeps them."""
+    return {
+        "accuracy_mean": float(np.mean(accuracies)),
+        "accuracy_std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0,
+        "num_seeds": len(accuracies),
+        "seeds": ";".join(str(cell.config["seed"]) for cell in cells),
+        "accuracies": ";".join(f"{accuracy:.4f}" for accuracy in accuracies),
+    }
+
+
+def _method_colors(rows: list[dict[str, Any]]) -> dict[str, str]:
+    methods = list(dict.fromkeys(row.get("method") for row in rows))
+    return {method: f"C{index % 10}" for index, method in enumerate(methods)}
+
+
+def _by_series(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    series: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        series[row["series"]].append(row)
+    return series
+
+
+def _seeds_note(rows: list[dict[str, Any]]) -> str:
+    counts = sorted({row["num_seeds"] for row in rows})
+    seeds = "/".join(str(count) for count in counts)
+    return f"mean ± s.d. over {seeds} seed{'s' if counts != [1] else ''}"
+
+
+def _save(figure: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
