@@ -16,7 +16,6 @@ from fedtosc.faults import InjectedCrash, fault_for
 from fedtosc.federated import (
     AGGREGATION_WEIGHT_KEY,
     cached_experiment,
-    config_from_record,
     local_data,
     node_facts,
     nominal_snr_db,
@@ -31,13 +30,13 @@ app = ClientApp()
 @app.query("describe")
 def describe(msg: Message, context: Context) -> Message:
     context.state["config"] = msg.content.config_records["config"]
-    config = config_from_record(context.state.config_records["config"])
-    facts = node_facts(context, config)
+    experiment = cached_experiment(str(context.state["config"]["config-json"]))
+    facts = node_facts(context, experiment.config)
     reply = ConfigRecord(
         {
             "partition-id": facts.partition_id,
             "channel-profile": facts.profile.describe(),
-            "num-examples": len(cached_experiment(str(context.state["config"]["config-json"])).plan.client_indices[facts.partition_id]),
+            "num-examples": len(experiment.plan.client_indices[facts.partition_id]),
         }
     )
     return Message(RecordDict({"node": reply}), reply_to=msg)
@@ -52,9 +51,9 @@ def receive_knowledge(msg: Message, context: Context) -> Message:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    config_json = str(context.state.config_records["config"]["config-json"])
-    config = config_from_record(context.state.config_records["config"])
-    experiment = cached_experiment(config_json)
+    experiment = cached_experiment(str(context.state.config_records["config"]["config-json"]))
+    # Parsed once per Ray actor with the experiment: parsing per call cost ~75 ms x every client x round.
+    config = experiment.config
     facts = node_facts(context, config)
     device = resolve_device(config.device)
     train_config = msg.content.config_records["config"]

@@ -33,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     except FederationLaunchError as error:
         print(f"fedtosc: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Launchers clean up in `finally` blocks; finished rounds and knowledge chunks stay on disk.
+        print("fedtosc: interrupted; every process it started has been stopped. Rerun to continue "
+              "(`fedtosc run resume=<run dir>` for a federated run).", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -49,6 +49,9 @@ class DatasetConfig:
     download: bool = False  # torchvision datasets only: fetch from the internet when missing
     test_fraction: float = 0.25  # held-out share, for datasets without a test split
     server_fraction: float = 0.3  # share of the training split the server holds, labelled, to train its teacher
+    # > 0: transfer-set mode. This share of the training split becomes a public, unlabelled transfer set
+    # that every client holds; the teacher's knowledge covers only it, never the clients' private data.
+    transfer_fraction: float = 0.0
     label_fraction: float = 1.0  # share of client samples whose labels are used (CE term)
     max_train_samples: int | None = None  # cap, for quick runs on big datasets
     max_test_samples: int | None = None
@@ -220,6 +223,8 @@ def check_ranges(config: ExperimentConfig) -> None:
     for key in _FRACTIONS:
         if not 0 < _get(config, key) <= 1:
             raise ConfigError(f"{key}={_get(config, key)} must be in (0, 1]")
+    if not 0 <= config.dataset.transfer_fraction < 1 - config.dataset.server_fraction:
+        raise ConfigError("dataset.transfer_fraction must be in [0, 1 - dataset.server_fraction)")
     if config.student.min_channel_uses > config.student.channel_uses:
         raise ConfigError("student.min_channel_uses must be <= student.channel_uses")
     if not config.student.rate_low_snr_db < config.student.rate_high_snr_db:

@@ -28,6 +28,7 @@ __all__ = [
     "knowledge_path",
     "load_experiment",
     "load_teacher",
+    "prepare_server",
     "resolve_device",
     "teacher_summary",
 ]
@@ -119,3 +120,12 @@ def ensure_knowledge(experiment: Experiment, teacher: Teacher, device: torch.dev
         device=device,
         extra={"teacher": summary},
     )
+
+
+def prepare_server(config: ExperimentConfig) -> tuple[Experiment, Teacher, KnowledgeStore]:
+    """The server box's half of a run, with progress bars: data, teacher, pre-stored knowledge."""
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    experiment = load_experiment(config)
+    teacher = load_teacher(experiment, device)
+    return experiment, teacher, ensure_knowledge(experiment, teacher, device)

@@ -111,24 +111,34 @@ def payload_bytes(record: RecordDict) -> int:
 
 
 def local_data(experiment: Experiment, partition_id: int, knowledge: RecordDict | None) -> LocalData:
-    """A node's samples; with pre-stored knowledge, its decoded soft labels row-aligned to them."""
-    indices = experiment.plan.client_indices[partition_id]
+    """A node's samples (its private partition, then the shared transfer set if there is one) with
+    the decoded soft labels of the rows the knowledge covers."""
+    plan = experiment.plan
+    private = plan.client_indices[partition_id]
+    indices = np.concatenate([private, plan.transfer_indices])
     train = experiment.splits.train
     index = torch.as_tensor(indices)
-    teacher_probs = None
+    teacher_probs = with_knowledge = None
     if knowledge is not None:
         arrays = {name: array.numpy() for name, array in knowledge.array_records["knowledge"].items()}
         header = {name: str(value) for name, value in knowledge.config_records["knowledge-header"].items()}
         received_indices, decoded = import_slice(arrays, header)
-        if not np.array_equal(received_indices, indices):
+        expected = plan.knowledge_indices(partition_id)
+        if not np.array_equal(received_indices, expected):
             raise ValueError(
-                f"knowledge slice covers {len(received_indices)} samples that are not partition {partition_id}'s "
-                f"{len(indices)}: server and node disagree on the data plan (same dataset, seed and partitioner?)"
+                f"knowledge slice covers {len(received_indices)} samples, not the {len(expected)} partition "
+                f"{partition_id} expects: server and node disagree on the data plan (same dataset, seed and partitioner?)"
             )
         teacher_probs = decoded.probs
+        if teacher_probs is not None and len(plan.transfer_indices):
+            # Transfer-set mode: private rows carry no teacher knowledge (zeros, masked out of the KD term).
+            covered = torch.arange(len(indices)) >= len(private)
+            teacher_probs = torch.cat([teacher_probs.new_zeros(len(private), teacher_probs.shape[1]), teacher_probs])
+            with_knowledge = covered
     return LocalData(
         images=train.images[index],
         labels=train.labels[index],
-        labelled=torch.as_tensor(experiment.plan.labelled[indices]),
+        labelled=torch.as_tensor(plan.labelled[indices]),
         teacher_probs=teacher_probs,
+        with_knowledge=with_knowledge,
     )

@@ -19,7 +19,16 @@ from pathlib import Path
 
 from fedtosc.config import ExperimentConfig
 
-__all__ = ["FederationLaunchError", "offline_flower_env", "processes_with_env", "run_simulation", "stop_run_processes"]
+__all__ = [
+    "FederationLaunchError",
+    "free_port",
+    "offline_flower_env",
+    "processes_with_env",
+    "run_simulation",
+    "signal_process",
+    "stop_run_processes",
+    "venv_executable",
+]
 
 FEDERATION_NAME = "fedtosc-sim"
 _STARTUP_TIMEOUT_S = 60.0
@@ -47,13 +56,13 @@ def offline_flower_env(flwr_home: Path) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def _bin(name: str) -> str:
+def venv_executable(name: str) -> str:
     """The executable from this interpreter's environment, so the venv's Flower is used."""
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else name
@@ -99,13 +108,13 @@ def stop_run_processes(process: subprocess.Popen, flwr_home: Path, grace_s: floa
     deadline = time.monotonic() + grace_s
     while (leftovers := processes_with_env("FLWR_HOME", str(flwr_home))) and time.monotonic() < deadline:
         for pid in leftovers:
-            _signal(pid, signal.SIGTERM)
+            signal_process(pid, signal.SIGTERM)
         time.sleep(0.5)
     for pid in processes_with_env("FLWR_HOME", str(flwr_home)):
-        _signal(pid, signal.SIGKILL)
+        signal_process(pid, signal.SIGKILL)
 
 
-def _signal(pid: int, signum: int) -> None:
+def signal_process(pid: int, signum: int) -> None:
     try:
         os.kill(pid, signum)
     except ProcessLookupError:
@@ -138,7 +147,7 @@ def run_simulation(config: ExperimentConfig, run_dir: Path, project_root: Path, 
     # A stale results file from an earlier run in this directory must not pass for this run's.
     (run_dir / "results.json").unlink(missing_ok=True)
     env = offline_flower_env(flwr_home)
-    port = _free_port()
+    port = free_port()
     (flwr_home / "config.toml").write_text(
         f'[superlink]\ndefault = "{FEDERATION_NAME}"\n\n'
         f'[superlink.{FEDERATION_NAME}]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
@@ -146,7 +155,7 @@ def run_simulation(config: ExperimentConfig, run_dir: Path, project_root: Path, 
     log_path = run_dir / "superlink.log"
     with log_path.open("w") as log:
         superlink = subprocess.Popen(
-            [_bin("flower-superlink"), "--insecure", "--simulation", "--host", "127.0.0.1", "--port", str(port)],
+            [venv_executable("flower-superlink"), "--insecure", "--simulation", "--host", "127.0.0.1", "--port", str(port)],
             # No --database: state stays in memory (`:flwr-in-memory-state:` would become a file in cwd).
             env=env, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -157,7 +166,7 @@ def run_simulation(config: ExperimentConfig, run_dir: Path, project_root: Path, 
             f"client-resources-num-cpus={config.federation.client_cpus}"
         )
         command = [
-            _bin("flwr"), "run", str(project_root), FEDERATION_NAME, "--stream",
+            venv_executable("flwr"), "run", str(project_root), FEDERATION_NAME, "--stream",
             "--run-config", f'run-dir="{run_dir.resolve()}" resume={str(resume).lower()}',
             "--federation-config", federation_config,
         ]

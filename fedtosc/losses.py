@@ -87,10 +87,17 @@ def ib_distillation_loss(
     beta: float,
     projected: torch.Tensor | None = None,
     teacher_embeddings: torch.Tensor | None = None,
+    with_knowledge: torch.Tensor | None = None,
 ) -> LossTerms:
-    """The objective above for one batch. `labelled` [B] bool masks the CE term."""
+    """The objective above for one batch. `labelled` [B] bool masks the CE term;
+    `with_knowledge` [B] bool (None: all rows) masks the KD term (transfer-set mode)."""
     zero = logits.new_zeros(())
-    kd = kd_loss(logits, teacher_probs, temperature) if teacher_probs is not None else zero
+    kd = zero
+    if teacher_probs is not None:
+        if with_knowledge is None:
+            kd = kd_loss(logits, teacher_probs, temperature)
+        elif bool(with_knowledge.any()):
+            kd = kd_loss(logits[with_knowledge], teacher_probs[with_knowledge], temperature)
     ce = F.cross_entropy(logits[labelled], labels[labelled]) if bool(labelled.any()) else zero
     rate = gaussian_kl(mu, logvar) if beta > 0 else zero
     feature = (

@@ -3,11 +3,13 @@
 A client's samples, labels, labelled mask and decoded knowledge are row-aligned in
 `LocalData`; each batch draws per-sample SNRs from the client's channel profile, so the
 channel-adaptive module sees the SNRs it will face. Used by the ClientApp and by centralized
-training alike.
+training alike; centralized training passes every client's link, and each batch goes through
+one of them drawn at random.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +34,7 @@ class LocalData:
     labels: torch.Tensor  # int64 [n]
     labelled: torch.Tensor  # bool [n]: may the label be used?
     teacher_probs: torch.Tensor | None = None  # float32 [n, classes] at the knowledge temperature
+    with_knowledge: torch.Tensor | None = None  # bool [n]: rows teacher_probs covers (None: all)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -41,8 +44,8 @@ def train_student(
     student: StudentCodec,
     data: LocalData,
     *,
-    profile: ChannelProfile,
-    channel: Channel,
+    profile: ChannelProfile | Sequence[ChannelProfile],
+    channel: Channel | Sequence[Channel],
     config: ExperimentConfig,
     server_round: int,
     generator: torch.Generator,
@@ -50,7 +53,15 @@ def train_student(
     online_teacher: Teacher | None = None,
     proximal_reference: list[torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """Train in place for `config.train.local_epochs`; return mean loss terms and accuracy."""
+    """Train in place for `config.train.local_epochs`; return mean loss terms and accuracy.
+
+    `profile` and `channel` may be equal-length sequences (one link per client): each batch
+    then draws one link uniformly at random from `generator`.
+    """
+    profiles = list(profile) if isinstance(profile, Sequence) else [profile]
+    channels = list(channel) if isinstance(channel, Sequence) else [channel]
+    if len(profiles) != len(channels):
+        raise ValueError(f"{len(profiles)} channel profiles but {len(channels)} channels")
     student.to(device).train()
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
     beta = beta_at_round(config.loss, server_round)
@@ -63,8 +74,10 @@ def train_student(
             rows = order[start : start + config.train.batch_size]
             images = data.images[rows].to(device).float().div(255.0)
             labels = data.labels[rows].to(device)
-            snr_db = profile.sample_snr_db(len(rows), server_round, generator).to(device)
-            output = student(images, snr_db, channel)
+            # A single link draws nothing here, so a client's random stream is as before.
+            link = int(torch.randint(len(profiles), (1,), generator=generator)) if len(profiles) > 1 else 0
+            snr_db = profiles[link].sample_snr_db(len(rows), server_round, generator).to(device)
+            output = student(images, snr_db, channels[link])
             teacher_probs = _teacher_probs(data, rows, images, online_teacher, temperature, device)
             terms = ib_distillation_loss(
                 config.loss,
@@ -76,6 +89,7 @@ def train_student(
                 teacher_probs=teacher_probs,
                 temperature=temperature,
                 beta=beta,
+                with_knowledge=None if data.with_knowledge is None or online_teacher else data.with_knowledge[rows].to(device),
             )
             loss = terms.total
             if proximal_reference is not None:

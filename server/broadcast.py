@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from logging import INFO
 
 import numpy as np
@@ -48,11 +49,13 @@ def describe_nodes(grid: Grid, node_ids: list[int], config: ExperimentConfig) ->
     return info
 
 
-def send_knowledge(grid: Grid, nodes: NodeInfo, store, client_indices: list[np.ndarray], timeout_s: float) -> int:  # noqa: ANN001
-    """Each node gets exactly its partition's rows of the store, once; returns bytes sent."""
+def send_knowledge(
+    grid: Grid, nodes: NodeInfo, store, rows_for: Callable[[int], np.ndarray], timeout_s: float  # noqa: ANN001
+) -> int:
+    """Each node gets exactly the store rows `rows_for(partition id)`, once; returns bytes sent."""
     messages, sent = [], 0
     for node_id, entry in nodes.items():
-        content = knowledge_record(store, client_indices[int(entry["partition-id"])])
+        content = knowledge_record(store, rows_for(int(entry["partition-id"])))
         sent += payload_bytes(content)
         messages.append(Message(content=content, message_type=KNOWLEDGE, dst_node_id=node_id))
     for reply in grid.send_and_receive(messages, timeout=timeout_s):

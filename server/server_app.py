@@ -40,7 +40,7 @@ def main(grid: Grid, context: Context) -> None:
     nodes = describe_nodes(grid, node_ids, config)
     knowledge_bytes = 0
     if config.knowledge.mode == "prestored":
-        knowledge_bytes = send_knowledge(grid, nodes, store, experiment.plan.client_indices, federation.round_timeout_s)
+        knowledge_bytes = send_knowledge(grid, nodes, store, experiment.plan.knowledge_indices, federation.round_timeout_s)
 
     train_split = experiment.splits.train
     student = build_student(train_split.image_shape[0], len(train_split.class_names), config.student)
@@ -48,13 +48,17 @@ def main(grid: Grid, context: Context) -> None:
     if resume:
         rounds_done, state = load_checkpoint(run_dir)
         student.load_state_dict(state)
-    recorder = RunRecorder(run_dir, experiment, store, nodes, knowledge_bytes, device, resumed=resume)
+    recorder = RunRecorder(
+        run_dir, experiment, store, nodes, knowledge_bytes, device, resumed_after_round=rounds_done if resume else None
+    )
 
     def evaluate_and_checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         # Flower numbers this session's rounds from 1; a resumed run continues the original count.
-        if server_round > 0:
-            save_checkpoint(run_dir, rounds_done + server_round, arrays.to_torch_state_dict())
-        return recorder.evaluate_round(rounds_done + server_round if server_round else 0, arrays)
+        overall_round = rounds_done + server_round if server_round else 0
+        metrics = recorder.evaluate_round(overall_round, arrays)
+        if server_round > 0:  # after the metrics line: a resume drops lines past the checkpoint
+            save_checkpoint(run_dir, overall_round, arrays.to_torch_state_dict())
+        return metrics
 
     strategy = make_strategy(config, recorder.aggregate_train_metrics, recorder.note_rejections)
     result = strategy.start(

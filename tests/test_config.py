@@ -55,3 +55,9 @@ def test_cli_reports_bad_key_and_exits_before_work(tmp_path, capsys):
     assert code == 2
     assert "federation.rounds" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_output_dir_with_a_colon_is_refused_before_any_work(tmp_path, capsys):
+    assert main(["run", f"output_dir={tmp_path}/a:b"]) == 2
+    assert "contains ':'" in capsys.readouterr().err
+    assert not (tmp_path / "a:b").exists()

@@ -153,3 +153,33 @@ def test_resume_after_a_failed_round_continues_from_the_checkpoint(tmp_path, cap
     straight = read_results(straight_dir)
     assert resumed["student"]["params"] == straight["student"]["params"]
     assert abs(resumed["accuracy_vs_snr"]["awgn"]["10.0"] - straight["accuracy_vs_snr"]["awgn"]["10.0"]) < 0.15
+
+
+def test_transfer_set_mode_keeps_private_data_out_of_the_knowledge():
+    from fedtosc.experiment import load_experiment
+
+    config = load_config(["dataset.transfer_fraction=0.2"])
+    plan = load_experiment(config).plan
+    private = np.concatenate(plan.client_indices)
+    assert len(plan.transfer_indices) > 0
+    assert np.intersect1d(plan.distillation_indices, private).size == 0
+    assert np.array_equal(plan.distillation_indices, plan.transfer_indices)
+    assert all(np.array_equal(plan.knowledge_indices(p), plan.transfer_indices) for p in range(4))
+    assert not plan.labelled[plan.transfer_indices].any()
+
+
+def test_transfer_set_rows_alone_carry_the_kd_term():
+    import torch
+
+    from fedtosc.config import LossConfig
+    from fedtosc.losses import ib_distillation_loss
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    teacher = torch.tensor([[0.0, 0.0], [0.5, 0.5]])  # row 0 has no knowledge (zeros)
+    common = dict(logits=logits, mu=torch.zeros(2, 2), logvar=torch.zeros(2, 2), labels=torch.tensor([0, 1]),
+                  labelled=torch.tensor([False, False]), teacher_probs=teacher, temperature=1.0, beta=0.0)
+    masked = ib_distillation_loss(LossConfig(), with_knowledge=torch.tensor([False, True]), **common)
+    only_row_1 = ib_distillation_loss(LossConfig(), **{**common, "logits": logits[1:], "teacher_probs": teacher[1:],
+                                                      "labels": torch.tensor([1]), "labelled": torch.tensor([False]),
+                                                      "mu": torch.zeros(1, 2), "logvar": torch.zeros(1, 2)})
+    assert torch.isclose(masked.kd, only_row_1.kd)

@@ -6,9 +6,7 @@ import argparse
 from datetime import datetime
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from fedtosc.config import ExperimentConfig, load_config
+from fedtosc.config import ConfigError, ExperimentConfig, load_config
 
 __all__ = ["make_run_dir", "project_root", "register"]
 
@@ -30,42 +28,41 @@ def project_root() -> Path:
 def make_run_dir(config: ExperimentConfig, root: Path) -> Path:
     """`output_dir`, or runs/<timestamp>, holding the resolved config."""
     run_dir = Path(config.output_dir) if config.output_dir else root / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    from fedtosc.run_record import write_run_config
+
     run_dir = run_dir.expanduser().resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
+    if ":" in str(run_dir):
+        # Flower puts the installed app under the run dir on the workers' PYTHONPATH, where ':' splits.
+        raise ConfigError(f"output_dir={run_dir} contains ':', which breaks Flower's module path; choose another")
+    write_run_config(config, run_dir)
     return run_dir
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
-    from fedtosc.experiment import ensure_knowledge, load_experiment, load_teacher, resolve_device
+    from fedtosc.experiment import prepare_server
     from fedtosc.launch import run_simulation
-    from fedtosc.results import read_results
+    from fedtosc.results import print_summary, read_results
+    from fedtosc.run_record import load_run_config, write_run_config
 
     config = load_config(args.overrides)
     root = project_root()
-    run_dir = make_run_dir(config, root)
-    print(f"run directory: {run_dir}")
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
+    resuming = config.resume is not None
+    if resuming:
+        # The interrupted run's own config, plus any overrides given with resume= (e.g. more rounds).
+        run_dir = Path(config.resume).expanduser().resolve()
+        config = load_run_config(run_dir, overrides=[o for o in args.overrides if not o.startswith("resume=")])
+        write_run_config(config, run_dir)
+        print(f"resuming run: {run_dir}")
+    else:
+        run_dir = make_run_dir(config, root)
+        print(f"run directory: {run_dir}")
     # Prepared here, with progress bars on the user's terminal; the ServerApp then finds both cached.
-    experiment = load_experiment(config)
-    teacher = load_teacher(experiment, device)
-    store = ensure_knowledge(experiment, teacher, device)
+    _, teacher, store = prepare_server(config)
     print(
         f"teacher {teacher.display_name}: {teacher.num_params():,} params; knowledge {store.header.codec} "
         f"{store.bytes_per_sample:.1f} bytes/sample x {store.header.num_samples} samples"
     )
-    run_simulation(config, run_dir, root)
-    _print_summary(read_results(run_dir), run_dir)
+    run_simulation(config, run_dir, root, resume=resuming)
+    print_summary(read_results(run_dir), run_dir)
     return 0
 
-
-def _print_summary(results: dict, run_dir: Path) -> None:
-    print(f"\nteacher accuracy: {results['teacher']['accuracy']:.3f}")
-    print(f"student: {results['student']['params']:,} params ({results['student']['encoder_params']:,} on device)")
-    for channel, curve in results["accuracy_vs_snr"].items():
-        row = "  ".join(f"{float(snr):>5g} dB {acc:.3f}" for snr, acc in sorted(curve.items(), key=lambda kv: float(kv[0])))
-        print(f"{channel:>9}: {row}")
-    print(f"results: {run_dir / 'results.json'}")

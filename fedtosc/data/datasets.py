@@ -2,12 +2,16 @@
 
 Every dataset becomes `ImageDataset` (uint8 images [N, C, H, W], int64 labels) with a
 content fingerprint, so teachers and knowledge stores can be keyed by exactly the data
-they saw. Nothing is downloaded unless `dataset.download=true`.
+they saw. Nothing is downloaded unless `dataset.download=true`. Decoded image folders are
+cached as `.npy` arrays (read with allow_pickle=False) keyed by the folder's file list, sizes
+and mtimes, so the JPEGs are decoded once, and again only after a file changes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +78,7 @@ def load_dataset(config: DatasetConfig, seed: int = 0) -> DataSplits:
     if config.name == "digits":
         splits = _load_digits(config.test_fraction, seed)
     elif config.name == "image_folder":
-        splits = _load_image_folder(_require_root(config))
+        splits = _load_image_folder(_require_root(config), config.cache_dir)
     else:
         splits = _load_torchvision(config)
     return DataSplits(
@@ -110,8 +114,10 @@ def _load_digits(test_fraction: float, seed: int) -> DataSplits:
     return DataSplits(train=full.subset(train_index), test=full.subset(test_index))
 
 
-def _load_image_folder(root: Path) -> DataSplits:
+def _load_image_folder(root: Path, cache_dir: str | None) -> DataSplits:
     """`root/train/<class>/*.jpg` and `root/test/<class>/*.jpg`, classes sorted by name."""
+    if not root.is_dir():
+        raise DatasetError(f"image folder {root} does not exist: set dataset.root to a folder holding train/ and test/")
     for split in ("train", "test"):
         if not (root / split).is_dir():
             raise DatasetError(
@@ -120,29 +126,79 @@ def _load_image_folder(root: Path) -> DataSplits:
     class_names = tuple(sorted(p.name for p in (root / "train").iterdir() if p.is_dir()))
     if not class_names:
         raise DatasetError(f"image folder {root}/train has no class folders")
+    cache = Path(cache_dir).expanduser() if cache_dir else None
     return DataSplits(
-        train=_read_split(root / "train", class_names),
-        test=_read_split(root / "test", class_names),
+        train=_read_split(root / "train", class_names, cache),
+        test=_read_split(root / "test", class_names, cache),
     )
 
 
-def _read_split(split_dir: Path, class_names: tuple[str, ...]) -> ImageDataset:
+def _read_split(split_dir: Path, class_names: tuple[str, ...], cache_dir: Path | None) -> ImageDataset:
     files: list[tuple[Path, int]] = []
     for label, name in enumerate(class_names):
+        if not (split_dir / name).is_dir():
+            raise DatasetError(f"{split_dir} has no class folder '{name}' (train/ has it): every split needs every class")
         class_files = sorted(p for p in (split_dir / name).glob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
         if not class_files:
             raise DatasetError(f"class folder {split_dir / name} holds no images ({', '.join(_IMAGE_SUFFIXES)})")
         files.extend((path, label) for path in class_files)
-    first = np.asarray(Image.open(files[0][0]).convert("RGB"))
-    images = np.empty((len(files), *first.shape), dtype=np.uint8)
-    for row, (path, _) in enumerate(tqdm(files, desc=f"reading {split_dir}", unit="img", leave=False)):
+    labels = torch.tensor([label for _, label in files], dtype=torch.long)
+    paths = [path for path, _ in files]
+    cache_path = cache_dir / f"image_folder-{_listing_key(paths)}.npy" if cache_dir else None
+    images = _read_cached(cache_path, len(paths)) if cache_path else None
+    if images is None:
+        images = _decode_images(paths, split_dir)
+        if cache_path:
+            _save_atomic(cache_path, images)
+    return ImageDataset(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, class_names)
+
+
+def _listing_key(paths: list[Path]) -> str:
+    """sha256 of every file's absolute path, size and mtime: any added, removed or edited file changes it."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path.absolute()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def _read_cached(path: Path, num_images: int) -> np.ndarray | None:
+    """The cached uint8 [N, H, W, C] array, or None when absent or unreadable (then it is rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        images = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != num_images:
+        return None
+    return images
+
+
+def _save_atomic(path: Path, images: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.save(stream, images, allow_pickle=False)
+        os.replace(temp_name, path)  # readers see the whole array or none
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def _decode_images(paths: list[Path], split_dir: Path) -> np.ndarray:
+    """Decode every file to RGB uint8 [N, H, W, C]; all images must share one size."""
+    with Image.open(paths[0]) as image:
+        first_shape = np.asarray(image.convert("RGB")).shape
+    images = np.empty((len(paths), *first_shape), dtype=np.uint8)
+    for row, path in enumerate(tqdm(paths, desc=f"reading {split_dir}", unit="img", leave=False)):
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("RGB"))
-        if pixels.shape != first.shape:
-            raise DatasetError(f"{path} is {pixels.shape}, but the folder's images are {first.shape}")
+        if pixels.shape != first_shape:
+            raise DatasetError(f"{path} is {pixels.shape}, but the folder's images are {first_shape}")
         images[row] = pixels
-    labels = torch.tensor([label for _, label in files], dtype=torch.long)
-    return ImageDataset(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, class_names)
+    return images
 
 
 def _load_torchvision(config: DatasetConfig) -> DataSplits:
@@ -155,10 +211,13 @@ def _load_torchvision(config: DatasetConfig) -> DataSplits:
         kwargs = {"split": "train" if train else "test"} if config.name == "svhn" else {"train": train}
         try:
             raw = dataset_class(str(root), download=config.download, **kwargs)
-        except RuntimeError as error:
-            raise DatasetError(
-                f"{config.name} not found under {root} ({error}); set dataset.download=true to fetch it"
-            ) from error
+        except (RuntimeError, OSError) as error:  # missing files; with download=true, also network errors
+            fix = (
+                "offline? copy the dataset files there, or use dataset.name=image_folder"
+                if config.download
+                else "set dataset.download=true to fetch it"
+            )
+            raise DatasetError(f"{config.name} not found under {root} ({error}); {fix}") from error
         splits.append(_from_torchvision(raw))
     return DataSplits(train=splits[0], test=splits[1])
 

@@ -21,13 +21,20 @@ class DataPlan:
     """Dataset indices (into the training split) by role."""
 
     server_indices: np.ndarray  # labelled data the server trains its teacher on
-    client_indices: list[np.ndarray]  # one sorted array per client partition
+    client_indices: list[np.ndarray]  # one sorted array per client partition (private data)
     labelled: np.ndarray  # bool [len(train)]: may a client use this sample's label?
+    transfer_indices: np.ndarray  # public unlabelled transfer set every client holds (empty: none)
 
     @property
     def distillation_indices(self) -> np.ndarray:
-        """Every index some client holds: what the teacher's knowledge must cover."""
+        """What the teacher's knowledge must cover: the transfer set, or else all client data."""
+        if len(self.transfer_indices):
+            return self.transfer_indices
         return np.sort(np.concatenate(self.client_indices))
+
+    def knowledge_indices(self, partition_id: int) -> np.ndarray:
+        """The knowledge rows a client receives: the whole transfer set, or its own partition."""
+        return self.transfer_indices if len(self.transfer_indices) else self.client_indices[partition_id]
 
 
 def plan_data(
@@ -36,8 +43,10 @@ def plan_data(
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labels))
     num_server = int(round(len(labels) * dataset.server_fraction))
+    num_transfer = int(round(len(labels) * dataset.transfer_fraction))
     server_indices = np.sort(order[:num_server])
-    pool = np.sort(order[num_server:])
+    transfer_indices = np.sort(order[num_server : num_server + num_transfer])
+    pool = np.sort(order[num_server + num_transfer :])
     if len(pool) < federation.num_clients:
         raise ValueError(
             f"{len(pool)} client samples cannot fill federation.num_clients={federation.num_clients}: "
@@ -45,7 +54,8 @@ def plan_data(
         )
     partitions = partition_indices(labels[pool], federation, seed)
     labelled = rng.random(len(labels)) < dataset.label_fraction
-    return DataPlan(server_indices, [pool[p] for p in partitions], labelled)
+    labelled[transfer_indices] = False  # the transfer set is public and unlabelled
+    return DataPlan(server_indices, [pool[p] for p in partitions], labelled, transfer_indices)
 
 
 def partition_indices(labels: np.ndarray, federation: FederationConfig, seed: int) -> list[np.ndarray]:

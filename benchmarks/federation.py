@@ -1,0 +1,232 @@
+"""What does Flower + Ray cost on top of the local training it runs? Round time and memory by clients.
+
+- Overhead: the round time of `fedtosc run` (Flower simulation on Ray) over the same rounds in a
+  plain Python loop: same clients, same data, same `local_data` + `build_student` +
+  `train_student` calls and seeds, the same FedAvg (`aggregate_arrayrecords`) and the same
+  per-round central evaluation (AWGN accuracy at the median eval SNR). Same parallelism: Flower
+  runs with `federation.client_cpus=1` (two Ray actors, one torch thread each, on 2 cores), and
+  the loop hands clients to a pool of two worker processes with one torch thread each. The runs
+  are interleaved and repeated, because the machine's cores are shared.
+- Scale: round time and peak memory of the same setup at 10, 50, 100 clients.
+Round time is the median of the differences of `elapsed_s` between consecutive rounds in
+metrics.jsonl, rounds 2..R: round 1 also carries start-up and the knowledge broadcast.
+Peak memory: every 0.5 s, the RSS (and PSS) of the launcher, its descendants and every process
+carrying the run's FLWR_HOME (SuperLink, SuperExec, Ray daemons and actors) is summed; the max is kept.
+
+    .venv/bin/python benchmarks/federation.py --json benchmarks/results/federation.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+from fedtosc.channels import build_channel, seed_channels
+from fedtosc.config import ExperimentConfig, config_to_json, load_config
+from fedtosc.evaluation import accuracy_at_snr
+from fedtosc.experiment import ensure_knowledge, load_experiment, load_teacher
+from fedtosc.federated import cached_experiment, client_profile, knowledge_record, local_data
+from fedtosc.models.student import build_student
+from fedtosc.process_memory import PeakMemorySampler
+from fedtosc.training import train_student
+
+_CPU = torch.device("cpu")
+_GOAL = "<= 1.3"
+_SAMPLE_INTERVAL_S = 0.5
+
+
+def main() -> None:
+    args = _arguments()
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="fedtosc-federation-bench-"))
+    # Every size runs once; the ratio size runs `repeats` times. Flower and the loop alternate, so a
+    # busy moment on the shared machine hits both alike.
+    sizes = [args.ratio_clients] * args.repeats + [n for n in args.clients if n != args.ratio_clients]
+    rows = []
+    for index, clients in enumerate(sizes):
+        overrides = _overrides(args, work, clients)
+        flower = _flower_run(overrides, work / f"run-{index}-{clients}")
+        plain = _plain_loop(load_config(overrides), workers=2)
+        rows.append({"clients": clients, **flower, "plain_round_s": plain["round_s"], "plain_rounds_s": plain["rounds_s"],
+                     "flower_over_plain_loop": flower["round_s"] / plain["round_s"]})
+    overhead = [row for row in rows if row["clients"] == args.ratio_clients]
+    scale = [next(row for row in rows if row["clients"] == clients) for clients in sorted({*args.clients})]
+    ratios = [row["flower_over_plain_loop"] for row in overhead]
+    report = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared, noisy), CPU",
+        "setup": {"dataset": "digits", "rounds": args.rounds, "local_epochs": args.local_epochs,
+                  "server_fraction": args.server_fraction, "ratio_clients": args.ratio_clients,
+                  "parallelism": "Flower client_cpus=1 (two Ray actors, 1 torch thread each) vs the loop in a "
+                                 "pool of two worker processes, 1 torch thread each",
+                  "round_time": "median of elapsed_s differences, rounds 2..R (round 1 includes start-up "
+                                "and the knowledge broadcast)"},
+        "flower_over_plain_loop": statistics.median(ratios),
+        "flower_over_plain_loop_all": ratios,
+        "overhead_runs": overhead,
+        "scale": scale,
+        "goal": {"flower_over_plain_loop": _GOAL},
+        "commands": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+    table = _table(report)
+    print(table)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        args.json.with_suffix(".md").write_text(table + "\n")
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", type=Path, help="write the figures here (and the table beside it as .md)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[10, 50, 100], help="federation sizes for the scale table")
+    parser.add_argument("--ratio-clients", type=int, default=10, help="federation size for the overhead ratio")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved Flower/loop pairs for the ratio")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--local-epochs", type=int, default=1)
+    parser.add_argument("--server-fraction", type=float, default=0.3, help="share of digits the server keeps")
+    parser.add_argument("--work-dir", help="run directories and caches (default: a fresh temp dir)")
+    return parser.parse_args()
+
+
+def _overrides(args: argparse.Namespace, work: Path, clients: int) -> list[str]:
+    return [
+        "dataset=digits",
+        f"dataset.server_fraction={args.server_fraction}",
+        f"federation.num_clients={clients}",
+        f"federation.rounds={args.rounds}",
+        "federation.client_cpus=1",  # two one-thread Ray actors on 2 cores
+        f"train.local_epochs={args.local_epochs}",
+        "channel.clients='awgn:0~20'",  # one entry, repeated for every client
+        "channel.eval_snr_db=[0,20]",  # the final sweep is outside the timed rounds; keep it short
+        "device=cpu",
+        # The teacher only sets the soft labels' values, not the round cost: a small, quick one.
+        "teacher.epochs=2",
+        "teacher.width=16",
+        f"teacher.cache_dir={work / 'teachers'}",
+        f"knowledge.cache_dir={work / 'knowledge'}",
+    ]
+
+
+def _flower_run(overrides: list[str], run_dir: Path) -> dict:
+    """`fedtosc run` in a subprocess, its process tree's memory sampled meanwhile."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "fedtosc.cli", "run", *overrides, f"output_dir={run_dir}"]
+    started = time.perf_counter()
+    with (run_dir.parent / f"{run_dir.name}.log").open("w") as log:
+        launcher = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        with PeakMemorySampler(launcher.pid, str(run_dir / ".flwr"), _SAMPLE_INTERVAL_S) as sampler:
+            code = launcher.wait()
+    if code != 0 or not (run_dir / "results.json").is_file():
+        raise RuntimeError(f"fedtosc run failed (exit {code}): see {log.name}")
+    elapsed = [json.loads(line)["elapsed_s"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rounds = [later - earlier for earlier, later in zip(elapsed, elapsed[1:])]
+    return {"round_s": statistics.median(rounds), "rounds_s": rounds, "first_round_s": elapsed[0],
+            "wall_s": time.perf_counter() - started, "peak_rss_mib": sampler.peak_rss_bytes / 2**20,
+            "peak_pss_mib": sampler.peak_pss_bytes / 2**20, "peak_processes": sampler.peak_processes}
+
+
+def _plain_loop(config: ExperimentConfig, workers: int) -> dict:
+    """The same rounds without Flower: each client's ClientApp body in a worker, FedAvg, central eval.
+
+    `workers` processes with one torch thread each, as Ray runs `client_cpus=1` actors.
+    """
+    config_json = json.dumps(config_to_json(config))
+    experiment = cached_experiment(config_json)
+    train = experiment.splits.train
+    global_student = build_student(train.image_shape[0], len(train.class_names), config.student)
+    arrays = ArrayRecord(global_student.state_dict())
+    reference_snr_db = statistics.median(config.channel.eval_snr_db)
+    rounds = []
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        for server_round in range(1, config.federation.rounds + 1):
+            started = time.perf_counter()
+            state = {name: array.numpy() for name, array in arrays.items()}
+            jobs = [pool.submit(_client_update, config_json, partition, state, server_round)
+                    for partition in range(config.federation.num_clients)]
+            replies = [RecordDict({"arrays": ArrayRecord({name: Array(value) for name, value in values.items()}),
+                                   "metrics": MetricRecord({"num-examples": count})})
+                       for values, count in (job.result() for job in jobs)]
+            arrays = aggregate_arrayrecords(replies, "num-examples")
+            global_student.load_state_dict(arrays.to_torch_state_dict())
+            seed_channels(config.seed)
+            accuracy_at_snr(global_student, experiment.splits.test, build_channel("awgn"), reference_snr_db,
+                            config.train.eval_batch_size, _CPU)
+            rounds.append(time.perf_counter() - started)
+    # Round 1 also spawns the workers and loads data, teacher and knowledge in them: excluded, like Flower's.
+    return {"round_s": statistics.median(rounds[1:]), "rounds_s": rounds}
+
+
+@lru_cache(maxsize=2)
+def _knowledge_slices(config_json: str) -> list[RecordDict]:
+    """What the broadcast hands each node once (the store is cached on disk by the Flower run)."""
+    experiment = cached_experiment(config_json)
+    store = ensure_knowledge(experiment, load_teacher(experiment, _CPU), _CPU)
+    return [knowledge_record(store, indices) for indices in experiment.plan.client_indices]
+
+
+def _client_update(config_json: str, partition: int, state: dict, server_round: int) -> tuple[dict, int]:
+    """One client's round, as clients/client_app.py `train` does it (decode slice, build, load, train)."""
+    experiment = cached_experiment(config_json)
+    config = experiment.config
+    data = local_data(experiment, partition, _knowledge_slices(config_json)[partition])
+    profile = client_profile(config, partition)
+    train = experiment.splits.train
+    student = build_student(train.image_shape[0], len(train.class_names), config.student)
+    student.load_state_dict({name: torch.from_numpy(value) for name, value in state.items()})
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + partition * 1_009 + server_round)
+    train_student(student, data, profile=profile, channel=profile.make_channel(config.channel.block_length),
+                  config=config, server_round=server_round, generator=generator, device=_CPU)
+    return {name: value.numpy() for name, value in student.state_dict().items()}, len(data)
+
+
+def _table(report: dict) -> str:
+    setup = report["setup"]
+    lines = [
+        f"# federation ({report['machine']})",
+        "",
+        f"digits, {setup['rounds']} rounds, {setup['local_epochs']} local epoch(s); round time = {setup['round_time']}.",
+        "",
+        f"Overhead at {setup['ratio_clients']} clients; {setup['parallelism']}:",
+        "",
+        "| repeat | Flower round s | plain loop round s | ratio |",
+        "|---:|---:|---:|---:|",
+    ]
+    for repeat, row in enumerate(report["overhead_runs"], 1):
+        lines.append(f"| {repeat} | {row['round_s']:.2f} | {row['plain_round_s']:.2f} | {row['flower_over_plain_loop']:.2f} |")
+    ratios = report["flower_over_plain_loop_all"]
+    lines += [
+        "",
+        f"flower_over_plain_loop = {report['flower_over_plain_loop']:.2f} (median; spread {min(ratios):.2f}-"
+        f"{max(ratios):.2f}; goal {_GOAL})",
+        "",
+        f"Scale (same setup; the {setup['ratio_clients']}-client row is the first repeat above):",
+        "",
+        "| clients | Flower round s | plain loop round s | ratio | round 1 s | wall s | peak RSS MiB (sum) | peak PSS MiB (sum) | processes |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["scale"]:
+        lines.append(
+            f"| {row['clients']} | {row['round_s']:.2f} | {row['plain_round_s']:.2f} | {row['flower_over_plain_loop']:.2f} | "
+            f"{row['first_round_s']:.1f} | {row['wall_s']:.0f} | {row['peak_rss_mib']:.0f} | {row['peak_pss_mib']:.0f} | "
+            f"{row['peak_processes']} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""A real Flower deployment on loopback: SuperLink with TLS and SuperNode auth, SuperNodes as processes.
+
+Each SuperNode gets its own FLWR_HOME, as it would on its own edge box; that marker is also how we
+find (and kill) everything it started. Pinned to flwr 1.42 (HTTP transport, one SuperLink port).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from fedtosc.deployment import (
+    load_node_settings,
+    make_certificates,
+    make_node_key,
+    superlink_command,
+    supernode_command,
+)
+from fedtosc.launch import free_port, signal_process, offline_flower_env, processes_with_env
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+FEDTOSC = [sys.executable, "-m", "fedtosc.cli"]
+SERVER_CHANNELS = "awgn:5,rayleigh:10,rician:15"
+# Node 2 overrides the server's line (k=5, not 3): the node's own config must win.
+NODE_CHANNELS = ("awgn:5", "rayleigh:10", "rician:15:k=5")
+EXPECTED_PROFILES = {"0": "awgn@5dB", "1": "rayleigh@10dB", "2": "rician(k=5)@15dB"}
+
+
+def _flwr_version_is_pinned_one() -> None:
+    import flwr
+
+    assert flwr.__version__.startswith("1.42."), f"deployment flags are tested against flwr 1.42 only, not {flwr.__version__}"
+
+
+@dataclass
+class Federation:
+    """One SuperLink and its SuperNodes, each a `fedtosc deploy ...` process with its own FLWR_HOME."""
+
+    root: Path
+    address: str
+    certs: Path
+    superlink: subprocess.Popen | None = None
+    supernodes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def home(self, name: str) -> Path:
+        return self.root / "homes" / name
+
+    def homes(self) -> list[Path]:
+        return sorted((self.root / "homes").glob("*"))
+
+    def log(self, name: str) -> Path:
+        return self.root / f"{name}.log"
+
+    def spawn(self, name: str, arguments: list[str]) -> subprocess.Popen:
+        with self.log(name).open("w") as log:
+            return subprocess.Popen([*FEDTOSC, "deploy", *arguments], cwd=PROJECT_ROOT, env=_test_env(self.root),
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start_superlink(self) -> None:
+        port = self.address.rsplit(":", 1)[1]
+        self.superlink = self.spawn("superlink", ["superlink", "--certs", str(self.certs), "--host", "127.0.0.1",
+                                                  "--port", port, "--state-dir", str(self.home("superlink"))])
+        _wait_healthy(self.address, self.certs / "ca.crt", self.superlink)
+
+    def register(self, *names: str) -> None:
+        keys = [str(self.root / "keys" / f"{name}.pub") for name in names]
+        subprocess.run([*FEDTOSC, "deploy", "register", "--superlink", self.address, "--root-certificates",
+                        str(self.certs / "ca.crt"), "--cli-home", str(self.home("cli")), *keys],
+                       cwd=PROJECT_ROOT, env=_test_env(self.root), check=True, capture_output=True, text=True)
+
+    def start_supernode(self, name: str, partition_id: int, channel: str) -> subprocess.Popen:
+        node_file = self.root / f"{name}.toml"
+        node_file.write_text(
+            f'superlink = "{self.address}"\nroot-certificates = "{self.certs / "ca.crt"}"\n'
+            f'private-key = "{self.root / "keys" / name}"\nruntime-port = {free_port()}\n\n'
+            f'[node-config]\npartition-id = {partition_id}\nnum-partitions = 3\nchannel = "{channel}"\n'
+        )
+        process = self.spawn(name, ["supernode", str(node_file), "--state-dir", str(self.home(name))])
+        self.supernodes[name] = process
+        return process
+
+    def crash(self, name: str) -> None:
+        """Power loss on one edge box: SIGKILL the node and everything it started, no goodbye."""
+        self.supernodes[name].kill()
+        for pid in processes_with_env("FLWR_HOME", str(self.home(name))):
+            signal_process(pid, signal.SIGKILL)
+        self.supernodes[name].wait(timeout=10)
+
+    def stop(self) -> None:
+        """Ctrl-C equivalent for every daemon: each `fedtosc deploy` process stops its own children."""
+        daemons = [*self.supernodes.values(), *([self.superlink] if self.superlink else [])]
+        for process in daemons:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGTERM)
+        for process in daemons:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def leftovers(self) -> list[int]:
+        return [pid for home in self.homes() for pid in processes_with_env("FLWR_HOME", str(home))]
+
+    def kill_leftovers(self) -> None:
+        for pid in self.leftovers():
+            signal_process(pid, signal.SIGKILL)
+
+
+def _test_env(root: Path) -> dict[str, str]:
+    # The fedtosc processes themselves are marked too, so nothing of a test can outlive it unseen.
+    return offline_flower_env(root / "homes" / "launcher")
+
+
+def _wait_healthy(address: str, ca_certificate: Path, process: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    context = ssl.create_default_context(cafile=str(ca_certificate))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"SuperLink exited with code {process.returncode}"
+        try:
+            with urllib.request.urlopen(f"https://{address}/health", timeout=1.0, context=context) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"SuperLink at {address} not healthy within {timeout_s:.0f} s")
+
+
+def test_deployment_commands_use_tls_and_node_auth_unless_insecure_is_explicit(tmp_path: Path) -> None:
+    node_file = tmp_path / "node0.toml"
+    node_file.write_text('superlink = "10.0.0.1:9091"\n[node-config]\npartition-id = 0\nchannel = "rayleigh:10"\n')
+    with pytest.raises(ValueError, match="root-certificates"):
+        load_node_settings(node_file)
+    insecure_node = supernode_command(load_node_settings(node_file, insecure=True))
+    assert "--insecure" in insecure_node and "--auth-supernode-private-key" not in insecure_node
+    assert 'channel="rayleigh:10"' in insecure_node[insecure_node.index("--node-config") + 1]
+
+    node_file.write_text('superlink = "10.0.0.1:9091"\nroot-certificates = "ca.crt"\nprivate-key = "node0"\n'
+                         '[node-config]\npartition-id = 0\n')
+    secure_node = supernode_command(load_node_settings(node_file))
+    assert "--insecure" not in secure_node
+    assert secure_node[secure_node.index("--root-certificates") + 1] == str(tmp_path / "ca.crt")
+    assert secure_node[secure_node.index("--auth-supernode-private-key") + 1] == str(tmp_path / "node0")
+
+    secure_link = superlink_command(tmp_path, database="state.db")
+    assert "--insecure" not in secure_link and "--enable-supernode-auth" in secure_link
+    assert secure_link[secure_link.index("--ssl-certfile") + 1] == str(tmp_path / "server.pem")
+    assert "--insecure" in superlink_command(None, node_auth=False, database="state.db")
+
+
+def test_server_certificate_is_signed_by_the_ca_and_names_loopback(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    files = make_certificates(tmp_path, ["server.example.org", "203.0.113.10"])
+    ca = x509.load_pem_x509_certificate(files.ca_certificate.read_bytes())
+    server = x509.load_pem_x509_certificate(files.server_certificate.read_bytes())
+    server.verify_directly_issued_by(ca)
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(names.get_values_for_type(x509.DNSName)) == {"server.example.org", "localhost"}
+    assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} == {"203.0.113.10", "127.0.0.1"}
+    assert files.ca_key.stat().st_mode & 0o077 == 0
+
+
+def test_node_key_is_a_p384_key_in_the_formats_flower_reads(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
+
+    private_path, public_path = make_node_key(tmp_path, "node0")
+    private_key = load_ssh_private_key(private_path.read_bytes(), None)
+    public_key = load_ssh_public_key(public_path.read_bytes())
+    assert isinstance(private_key, ec.EllipticCurvePrivateKey) and private_key.curve.name == "secp384r1"
+    assert private_key.public_key().public_numbers() == public_key.public_numbers()
+
+
+@pytest.fixture(scope="module")
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Certificates, node keys and the teacher/knowledge caches, made once for all tests here."""
+    _flwr_version_is_pinned_one()
+    root = tmp_path_factory.mktemp("deployment")
+    make_certificates(root / "certs", ["127.0.0.1"])
+    for name in ("node0", "node1", "node2", "rogue"):
+        make_node_key(root / "keys", name)
+    return root
+
+
+@pytest.fixture
+def federation(shared_tmp: Path, tmp_path: Path):  # noqa: ANN201
+    (tmp_path / "keys").symlink_to(shared_tmp / "keys")
+    running = Federation(root=tmp_path, address=f"127.0.0.1:{free_port()}", certs=shared_tmp / "certs")
+    try:
+        yield running
+    finally:
+        running.stop()
+        running.kill_leftovers()
+
+
+def _overrides(shared_tmp: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        "federation.num_clients=3", "federation.rounds=2", f"channel.clients='{SERVER_CHANNELS}'",
+        "channel.eval_snr_db=[0,10]", "teacher.epochs=3", "device=cpu",
+        f"teacher.cache_dir={shared_tmp / 'teachers'}", f"knowledge.cache_dir={shared_tmp / 'knowledge'}",
+        f"output_dir={run_dir}", *extra,
+    ]
+
+
+def _start_three_nodes(federation: Federation) -> None:
+    federation.start_superlink()
+    federation.register("node0", "node1", "node2")
+    for partition_id, channel in enumerate(NODE_CHANNELS):
+        federation.start_supernode(f"node{partition_id}", partition_id, channel)
+
+
+@pytest.mark.slow
+def test_three_supernodes_over_tls_run_two_rounds_and_leave_no_process(federation: Federation, shared_tmp: Path) -> None:
+    _start_three_nodes(federation)
+    run_dir = federation.root / "run"
+    subprocess.run([*FEDTOSC, "deploy", "prepare", *_overrides(shared_tmp, run_dir, "federation.round_timeout_s=180")],
+                   cwd=PROJECT_ROOT, env=_test_env(federation.root), check=True)
+    cli_home = federation.home("cli")  # written by `fedtosc deploy register`: TLS, trusting our CA
+    assert "root-certificates" in (cli_home / "config.toml").read_text()
+
+    completed = subprocess.run(
+        ["flwr", "run", str(PROJECT_ROOT), "fedtosc", "--stream", "--run-config", f'run-dir="{run_dir}"'],
+        cwd=PROJECT_ROOT, env=offline_flower_env(cli_home), timeout=420, check=False,
+    )
+
+    assert completed.returncode == 0
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["federation"]["rounds"] == 2
+    assert results["federation"]["client_channel_profiles"] == EXPECTED_PROFILES
+    rounds = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [entry["round"] for entry in rounds] == [1, 2]
+    assert all(len(entry["clients"]) == 3 for entry in rounds)
+    assert set(results["accuracy_vs_snr"]) == {"awgn", "rayleigh"}
+
+    federation.stop()
+    assert all(process.returncode is not None for process in federation.supernodes.values())
+    assert federation.leftovers() == []
+
+
+@pytest.mark.slow
+def test_supernode_with_unregistered_key_is_refused(federation: Federation) -> None:
+    federation.start_superlink()
+    federation.register("node0")
+    rogue = federation.start_supernode("rogue", 0, "awgn:5")
+
+    exit_code = rogue.wait(timeout=60)
+
+    assert exit_code != 0
+    assert "Failed to activate SuperNode" in federation.log("rogue").read_text()
+    assert "No SuperNode found with the given public key" in federation.log("superlink").read_text()
+    assert processes_with_env("FLWR_HOME", str(federation.home("rogue"))) == []
+
+
+@pytest.mark.slow
+def test_run_finishes_with_the_others_when_a_supernode_is_killed(federation: Federation, shared_tmp: Path) -> None:
+    """Node 2 dies after receiving its knowledge: rounds go on with nodes 0 and 1.
+
+    Flower 1.42 sees the dead node as online until its heartbeat expires (2 x 30 s): round 1
+    still samples it, and gets a "Node Unavailable" error reply for it once the heartbeat expires
+    (before federation.round_timeout_s); the server rejects that slot and aggregates the two real
+    replies. Round 2 samples only the live nodes, because federation.min_train_clients=2 lets it
+    start with two.
+    """
+    _start_three_nodes(federation)
+    run_dir = federation.root / "run"
+    overrides = _overrides(shared_tmp, run_dir, "federation.min_train_clients=2", "federation.round_timeout_s=180")
+    run = subprocess.Popen(
+        [*FEDTOSC, "deploy", "run", "--superlink", federation.address, "--root-certificates",
+         str(federation.certs / "ca.crt"), "--cli-home", str(federation.home("cli")), *overrides],
+        cwd=PROJECT_ROOT, env=_test_env(federation.root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    output = []
+    for line in run.stdout:
+        output.append(line)
+        if "knowledge broadcast" in line:
+            federation.crash("node2")
+    exit_code = run.wait(timeout=420)
+    (federation.root / "run.log").write_text("".join(output))
+
+    assert exit_code == 0, "".join(output[-40:])
+    assert federation.supernodes["node2"].returncode is not None
+    rounds = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [entry["round"] for entry in rounds] == [1, 2]
+    assert [sorted(client["partition-id"] for client in entry["clients"]) for entry in rounds] == [[0, 1], [0, 1]]
+    # Round 1 had sampled the dead node: its slot is a rejected "Node Unavailable"; round 2 did not sample it.
+    assert [len(entry["rejected"]) for entry in rounds] == [1, 0]
+    assert "Node Unavailable" in rounds[0]["rejected"][0]["problem"]
+    assert json.loads((run_dir / "results.json").read_text())["federation"]["rounds"] == 2
