@@ -27,7 +27,6 @@ __all__ = [
     "KNOWLEDGE",
     "NodeFacts",
     "client_profile",
-    "config_from_record",
     "config_record",
     "cached_experiment",
     "knowledge_record",
@@ -60,10 +59,6 @@ def config_record(config: ExperimentConfig) -> ConfigRecord:
     from fedtosc.config import config_to_json
 
     return ConfigRecord({"config-json": json.dumps(config_to_json(config))})
-
-
-def config_from_record(record: ConfigRecord) -> ExperimentConfig:
-    return config_from_json(json.loads(str(record["config-json"])))
 
 
 @lru_cache(maxsize=2)
