@@ -17,7 +17,6 @@ ViT-B-32 runs at random weights (teacher.allow_random_weights): weights don't ch
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -37,6 +36,7 @@ from fedtosc.knowledge.store import KnowledgeStore
 from fedtosc.models.student import build_student
 from fedtosc.models.teachers import build_clip_teacher, predict
 from fedtosc.training import LocalData, train_student
+from report_output import emit
 
 _CPU = torch.device("cpu")
 _CODECS = ("full", "topk", "int8_embedding", "pca_embedding")
@@ -83,12 +83,7 @@ def main() -> None:
         "build_over_plain_inference": build["build_img_per_s"] / build["plain_img_per_s"],
         "goals": _GOALS,
     }
-    table = _table(report)
-    print(table)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        args.json.with_suffix(".md").write_text(table + "\n")
+    emit(report, _table(report), args.json)
 
 
 def _arguments() -> argparse.Namespace:

@@ -44,6 +44,7 @@ from fedtosc.federated import cached_experiment, client_profile, knowledge_recor
 from fedtosc.models.student import build_student
 from fedtosc.process_memory import PeakMemorySampler
 from fedtosc.training import train_student
+from report_output import emit
 
 _CPU = torch.device("cpu")
 _GOAL = "<= 1.3"
@@ -81,12 +82,7 @@ def main() -> None:
         "goal": {"flower_over_plain_loop": _GOAL},
         "commands": " ".join([Path(sys.executable).name, *sys.argv]),
     }
-    table = _table(report)
-    print(table)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        args.json.with_suffix(".md").write_text(table + "\n")
+    emit(report, _table(report), args.json)
 
 
 def _arguments() -> argparse.Namespace:
