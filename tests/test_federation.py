@@ -1,6 +1,7 @@
 """Federation in depth: crashing and poisoned clients, resume after a server failure, partitions."""
 
 import json
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -183,3 +184,17 @@ def test_transfer_set_rows_alone_carry_the_kd_term():
                                                       "labels": torch.tensor([1]), "labelled": torch.tensor([False]),
                                                       "mu": torch.zeros(1, 2), "logvar": torch.zeros(1, 2)})
     assert torch.isclose(masked.kd, only_row_1.kd)
+
+
+def test_too_few_nodes_fail_with_a_clear_error_after_the_timeout():
+    from server.broadcast import wait_for_nodes
+
+    class TwoNodeGrid:
+        def get_node_ids(self):
+            return [1, 2]
+
+    assert wait_for_nodes(TwoNodeGrid(), required=2, timeout_s=0.1) == [1, 2]
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="only 2 of 4 required SuperNodes connected within 1 s"):
+        wait_for_nodes(TwoNodeGrid(), required=4, timeout_s=1.0)
+    assert time.monotonic() - started < 5

@@ -157,3 +157,13 @@ def test_server_teacher_is_trained_once_then_loaded_from_cache(tmp_path: Path) -
         assert torch.equal(tensor, cached.state_dict()[name]), name
     outputs = predict(cached, data, 8, _CPU)
     assert outputs.logits.shape == (len(data), len(_CLASSES))
+
+
+def test_a_checkpoint_that_is_not_what_it_claims_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 64)
+    with pytest.raises(TeacherError, match="could not load CLIP weights"):
+        build_clip_teacher(_clip_config(checkpoint=str(garbage)), _CLASSES, _CPU)
+    # Real weights of another architecture: the strict load must refuse them.
+    with pytest.raises(TeacherError, match="could not load CLIP weights"):
+        build_clip_teacher(TeacherConfig(name="clip", model="RN50", checkpoint=str(tiny_checkpoint)), _CLASSES, _CPU)
