@@ -15,7 +15,7 @@ run: $(INSTALLED)
 	$(VENV)/bin/fedtosc run $(ARGS)
 
 test: $(INSTALLED)
-	$(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .flwr_home
