@@ -11,6 +11,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedtosc.channels import seed_channels
 from fedtosc.experiment import load_teacher, resolve_device
 from fedtosc.faults import InjectedCrash, fault_for
 from fedtosc.federated import (
@@ -67,7 +68,13 @@ def train(msg: Message, context: Context) -> Message:
     student.load_state_dict(global_state)
     proximal = [p.detach().clone() for p in student.parameters()] if config.strategy.name == "fedprox" else None
     online_teacher = load_teacher(experiment, device) if config.knowledge.mode == "online" else None
-    generator = torch.Generator().manual_seed(config.seed * 100_003 + facts.partition_id * 1_009 + server_round)
+    round_seed = config.seed * 100_003 + facts.partition_id * 1_009 + server_round
+    # Every random draw of this update (data order, SNRs, z ~ q(z|x), channel noise) depends on
+    # (seed, partition, round) alone, not on what a reused Ray actor ran before: a resumed run
+    # repeats the rounds an uninterrupted one would have run.
+    generator = torch.Generator().manual_seed(round_seed)
+    torch.manual_seed(round_seed)
+    seed_channels(round_seed)
     fault = fault_for(config.federation.inject_faults, facts.partition_id, server_round)
     if fault == "crash":
         raise InjectedCrash(f"partition {facts.partition_id} crashes in round {server_round} (federation.inject_faults)")
