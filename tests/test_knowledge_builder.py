@@ -84,8 +84,10 @@ class _Killed(RuntimeError):
     pass
 
 
-def _kill_after(monkeypatch: pytest.MonkeyPatch, chunks: int) -> None:
-    """Make the builder die right after writing `chunks` chunk files, as a kill would."""
+def _build_killed_after(
+    monkeypatch: pytest.MonkeyPatch, chunks: int, teacher: "_CountingTeacher", data: ImageDataset, path: Path
+) -> None:
+    """Start a build that dies right after writing `chunks` chunk files, as a kill would."""
     real_save = builder_module._save_chunk
     saved = []
 
@@ -95,7 +97,10 @@ def _kill_after(monkeypatch: pytest.MonkeyPatch, chunks: int) -> None:
         if len(saved) == chunks:
             raise _Killed
 
-    monkeypatch.setattr(builder_module, "_save_chunk", save_then_maybe_die)
+    with monkeypatch.context() as patch:
+        patch.setattr(builder_module, "_save_chunk", save_then_maybe_die)
+        with pytest.raises(_Killed):
+            _build(teacher, data, path)
 
 
 def test_resumed_build_equals_uninterrupted_build(
@@ -103,10 +108,7 @@ def test_resumed_build_equals_uninterrupted_build(
 ) -> None:
     _build(_CountingTeacher(), data, tmp_path / "uninterrupted.safetensors")
     resumed_path = tmp_path / "resumed.safetensors"
-    with monkeypatch.context() as patch:
-        _kill_after(patch, chunks=2)
-        with pytest.raises(_Killed):
-            _build(_CountingTeacher(), data, resumed_path)
+    _build_killed_after(monkeypatch, 2, _CountingTeacher(), data, resumed_path)
     assert not resumed_path.exists()
     assert len(list(partial_dir(resumed_path).glob("chunk-*.safetensors"))) == 2
 
@@ -122,10 +124,7 @@ def test_partial_build_of_another_teacher_is_discarded(
 ) -> None:
     _build(_CountingTeacher(seed=0), data, tmp_path / "reference.safetensors")
     path = tmp_path / "store.safetensors"
-    with monkeypatch.context() as patch:
-        _kill_after(patch, chunks=3)
-        with pytest.raises(_Killed):
-            _build(_CountingTeacher(seed=1), data, path)  # another teacher's outputs
+    _build_killed_after(monkeypatch, 3, _CountingTeacher(seed=1), data, path)  # another teacher's outputs
 
     teacher = _CountingTeacher(seed=0)
     store = _build(teacher, data, path)
@@ -137,10 +136,7 @@ def test_partial_build_of_another_teacher_is_discarded(
 def test_corrupted_chunk_is_recomputed(tmp_path: Path, data: ImageDataset, monkeypatch: pytest.MonkeyPatch) -> None:
     _build(_CountingTeacher(), data, tmp_path / "reference.safetensors")
     path = tmp_path / "store.safetensors"
-    with monkeypatch.context() as patch:
-        _kill_after(patch, chunks=2)
-        with pytest.raises(_Killed):
-            _build(_CountingTeacher(), data, path)
+    _build_killed_after(monkeypatch, 2, _CountingTeacher(), data, path)
     first_chunk = sorted(partial_dir(path).glob("chunk-*.safetensors"))[0]
     first_chunk.write_bytes(first_chunk.read_bytes()[:40])  # truncated, as by a full disk
 
