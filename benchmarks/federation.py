@@ -39,7 +39,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from fedtosc.channels import build_channel, seed_channels
 from fedtosc.config import ExperimentConfig, config_to_json, load_config
 from fedtosc.evaluation import accuracy_at_snr
-from fedtosc.experiment import ensure_knowledge, load_experiment, load_teacher
+from fedtosc.experiment import ensure_knowledge, load_teacher
 from fedtosc.federated import cached_experiment, client_profile, knowledge_record, local_data
 from fedtosc.models.student import build_student
 from fedtosc.process_memory import PeakMemorySampler

@@ -67,7 +67,6 @@ def _run_dir(runs: Path, method: str, seed: int) -> Path:
 
 
 def _run_one(method: str, seed: int, runs: Path, budget: list[str]) -> None:
-    import torch
 
     from fedtosc.centralized import train_centralized
     from fedtosc.commands.run import make_run_dir
