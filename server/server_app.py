@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
@@ -43,6 +44,7 @@ def main(grid: Grid, context: Context) -> None:
         knowledge_bytes = send_knowledge(grid, nodes, store, experiment.plan.knowledge_indices, federation.round_timeout_s)
 
     train_split = experiment.splits.train
+    torch.manual_seed(config.seed)  # the same seed gives the same initial global model, run after run
     student = build_student(train_split.image_shape[0], len(train_split.class_names), config.student)
     rounds_done = 0
     if resume:
