@@ -12,7 +12,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from fedtosc.channels import seed_channels
-from fedtosc.experiment import load_teacher, resolve_device
+from fedtosc.experiment import experiment_student, load_teacher, resolve_device
 from fedtosc.faults import InjectedCrash, fault_for
 from fedtosc.federated import (
     AGGREGATION_WEIGHT_KEY,
@@ -22,7 +22,6 @@ from fedtosc.federated import (
     nominal_snr_db,
     snr_aware_weight,
 )
-from fedtosc.models.student import build_student
 from fedtosc.training import NonFiniteLossError, train_student
 
 app = ClientApp()
@@ -62,8 +61,8 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(train_config["server-round"]) + int(train_config.get("round-offset", 0))
     knowledge = _cached_knowledge(context) if config.knowledge.mode == "prestored" else None
     data = local_data(experiment, facts.partition_id, knowledge)
-    train_split = experiment.splits.train
-    student = build_student(train_split.image_shape[0], len(train_split.class_names), config.student)
+    embedding_dim = None if data.teacher_embeddings is None else data.teacher_embeddings.shape[1]
+    student = experiment_student(experiment, embedding_dim)
     global_state = msg.content.array_records["arrays"].to_torch_state_dict()
     student.load_state_dict(global_state)
     proximal = [p.detach().clone() for p in student.parameters()] if config.strategy.name == "fedprox" else None

@@ -23,9 +23,8 @@ import torch
 
 from fedtosc.channels import parse_channel_profiles
 from fedtosc.config import ExperimentConfig
-from fedtosc.experiment import Experiment, ensure_knowledge, load_experiment, load_teacher
+from fedtosc.experiment import Experiment, ensure_knowledge, experiment_student, load_experiment, load_teacher
 from fedtosc.federated import knowledge_record, local_data
-from fedtosc.models.student import build_student
 from fedtosc.run_record import RunRecorder
 from fedtosc.training import LocalData, train_student
 
@@ -72,9 +71,8 @@ def train_centralized(config: ExperimentConfig, run_dir: Path, device: torch.dev
     nodes = {partition: {"partition-id": partition, "channel-profile": p.describe()} for partition, p in enumerate(profiles)}
     recorder = RunRecorder(run_dir, experiment, store, nodes, knowledge_bytes=0, device=device, mode="centralized")
 
-    train_split = experiment.splits.train
     torch.manual_seed(config.seed)
-    student = build_student(train_split.image_shape[0], len(train_split.class_names), config.student)
+    student = experiment_student(experiment, None if data.teacher_embeddings is None else data.teacher_embeddings.shape[1])
     online_teacher = teacher if config.knowledge.mode == "online" else None
     one_epoch = dataclasses.replace(config, train=dataclasses.replace(config.train, local_epochs=1))
     generator = torch.Generator().manual_seed(config.seed * 100_003)

@@ -82,11 +82,10 @@ class StudentConfig:
     width: int = 32  # channels of the first conv block
     feature_dim: int = 128
     channel_uses: int = 16  # complex symbols per sample at full rate
-    adaptive: bool = True  # SNR-conditioned feature gating (off = non-adaptive baseline)
-    rate_adaptive: bool = False  # mask trailing symbols as SNR rises
-    min_channel_uses: int = 4
-    rate_low_snr_db: float = 0.0  # at or below: all channel_uses symbols are sent
-    rate_high_snr_db: float = 20.0  # at or above: only min_channel_uses are sent
+    # SNR conditioning everywhere: the transmitter's gate and controller, the receiver's channel state
+    adaptive: bool = True
+    rate_adaptive: bool = True  # a learned, SNR-conditioned controller decides how many symbols to send
+    min_channel_uses: int = 2  # the controller's floor
 
 
 @dataclass
@@ -118,7 +117,8 @@ class LossConfig:
     ce_weight: float = 1.0
     beta: float = 1e-3  # weight of KL(q(z|x) || N(0, I)); 0 disables the IB term
     beta_warmup_rounds: int = 0  # linear annealing of beta over the first rounds
-    feature_weight: float = 0.0  # pull toward the teacher embedding (embedding codecs)
+    feature_weight: float = 1.0  # cosine pull of the projected features toward the teacher embedding (embedding codecs)
+    rate_weight: float = 0.01  # penalty per complex symbol sent (trains the rate controller); separate from beta
 
 
 @dataclass
@@ -167,7 +167,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
-    method: str = "full"  # set by the conf/method group: full | labels_only | online_kd | no_adaptive | no_ib
+    method: str = "full"  # set by the conf/method group: full | labels_only | online_kd | no_adaptive | no_ib | fixed_rate
     seed: int = 0
     output_dir: str | None = None
     resume: str | None = None  # a run directory: continue its federation from the last checkpointed round  # default: runs/<timestamp>
@@ -184,7 +184,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "federation.partitioner": ("iid", "dirichlet", "pathological"),
     "strategy.name": ("fedavg", "fedprox", "fedadam"),
     "device": ("auto", "cpu", "cuda"),
-    "method": ("full", "labels_only", "online_kd", "no_adaptive", "no_ib"),
+    "method": ("full", "labels_only", "online_kd", "no_adaptive", "no_ib", "fixed_rate"),
 }
 
 _POSITIVE: tuple[str, ...] = (
@@ -197,7 +197,7 @@ _POSITIVE: tuple[str, ...] = (
 )
 _NON_NEGATIVE: tuple[str, ...] = (
     "teacher.epochs", "loss.kd_weight", "loss.ce_weight", "loss.beta", "loss.beta_warmup_rounds",
-    "loss.feature_weight", "train.weight_decay", "strategy.proximal_mu", "strategy.server_lr", "strategy.snr_weight_alpha", "seed",
+    "loss.feature_weight", "loss.rate_weight", "train.weight_decay", "strategy.proximal_mu", "strategy.server_lr", "strategy.snr_weight_alpha", "seed",
 )
 _FRACTIONS: tuple[str, ...] = ("dataset.test_fraction", "dataset.server_fraction", "dataset.label_fraction", "federation.fraction_train")
 
@@ -227,8 +227,8 @@ def check_ranges(config: ExperimentConfig) -> None:
         raise ConfigError("dataset.transfer_fraction must be in [0, 1 - dataset.server_fraction)")
     if config.student.min_channel_uses > config.student.channel_uses:
         raise ConfigError("student.min_channel_uses must be <= student.channel_uses")
-    if not config.student.rate_low_snr_db < config.student.rate_high_snr_db:
-        raise ConfigError("student.rate_low_snr_db must be < student.rate_high_snr_db")
+    if config.student.rate_adaptive and not config.student.adaptive:
+        raise ConfigError("student.rate_adaptive=true needs student.adaptive=true: the rate controller conditions on the SNR")
     low, high = config.channel.snr_min_db, config.channel.snr_max_db
     if not low < high:
         raise ConfigError(f"channel.snr_min_db={low} must be < channel.snr_max_db={high}")

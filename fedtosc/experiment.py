@@ -19,6 +19,7 @@ from fedtosc.data import DataPlan, DataSplits, load_dataset, plan_data
 from fedtosc.knowledge.builder import build_knowledge
 from fedtosc.knowledge.codecs import build_codec
 from fedtosc.knowledge.store import KnowledgeStore, KnowledgeStoreError
+from fedtosc.models.student import StudentCodec, build_student
 from fedtosc.models.teachers import Teacher, build_clip_teacher, load_or_train_server_teacher, predict
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "codec_for",
     "ensure_knowledge",
     "knowledge_path",
+    "embedding_width",
+    "experiment_student",
     "load_experiment",
     "load_teacher",
     "prepare_server",
@@ -55,6 +58,20 @@ def load_experiment(config: ExperimentConfig) -> Experiment:
     splits = load_dataset(config.dataset, config.seed)
     plan = plan_data(splits.train.labels.numpy(), config.dataset, config.federation, config.seed)
     return Experiment(config, splits, plan, splits.train.fingerprint())
+
+
+def embedding_width(config: ExperimentConfig, store: KnowledgeStore | None) -> int | None:
+    """Width of the teacher embedding the student learns to predict: the store's, when the run
+    distils pre-stored embeddings (an embedding codec); None otherwise (no projection head)."""
+    if config.knowledge.mode != "prestored" or store is None or not store.codec().decodes_embeddings:
+        return None
+    return int(store.decode(store.index[:1]).embeddings.shape[1])
+
+
+def experiment_student(experiment: Experiment, embedding_dim: int | None) -> StudentCodec:
+    """The student for this experiment's images and classes (the one place students are built)."""
+    train = experiment.splits.train
+    return build_student(train.image_shape[0], len(train.class_names), experiment.config.student, embedding_dim)
 
 
 def load_teacher(experiment: Experiment, device: torch.device) -> Teacher:

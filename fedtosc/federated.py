@@ -113,7 +113,7 @@ def local_data(experiment: Experiment, partition_id: int, knowledge: RecordDict 
     indices = np.concatenate([private, plan.transfer_indices])
     train = experiment.splits.train
     index = torch.as_tensor(indices)
-    teacher_probs = with_knowledge = None
+    teacher_probs = teacher_embeddings = with_knowledge = None
     if knowledge is not None:
         arrays = {name: array.numpy() for name, array in knowledge.array_records["knowledge"].items()}
         header = {name: str(value) for name, value in knowledge.config_records["knowledge-header"].items()}
@@ -124,16 +124,24 @@ def local_data(experiment: Experiment, partition_id: int, knowledge: RecordDict 
                 f"knowledge slice covers {len(received_indices)} samples, not the {len(expected)} partition "
                 f"{partition_id} expects: server and node disagree on the data plan (same dataset, seed and partitioner?)"
             )
-        teacher_probs = decoded.probs
-        if teacher_probs is not None and len(plan.transfer_indices):
-            # Transfer-set mode: private rows carry no teacher knowledge (zeros, masked out of the KD term).
-            covered = torch.arange(len(indices)) >= len(private)
-            teacher_probs = torch.cat([teacher_probs.new_zeros(len(private), teacher_probs.shape[1]), teacher_probs])
-            with_knowledge = covered
+        # Embedding stores carry the teacher's head: their soft labels come from it, on the node.
+        teacher_probs = decoded.soft_labels(experiment.config.knowledge.temperature)
+        teacher_embeddings = decoded.embeddings
+        if len(plan.transfer_indices):
+            # Transfer-set mode: private rows carry no teacher knowledge (zeros, masked out of the KD terms).
+            with_knowledge = torch.arange(len(indices)) >= len(private)
+            teacher_probs, teacher_embeddings = (
+                _pad_front(values, len(private)) for values in (teacher_probs, teacher_embeddings)
+            )
     return LocalData(
         images=train.images[index],
         labels=train.labels[index],
         labelled=torch.as_tensor(plan.labelled[indices]),
         teacher_probs=teacher_probs,
+        teacher_embeddings=teacher_embeddings,
         with_knowledge=with_knowledge,
     )
+
+
+def _pad_front(values: torch.Tensor | None, rows: int) -> torch.Tensor | None:
+    return None if values is None else torch.cat([values.new_zeros(rows, values.shape[1]), values])

@@ -21,12 +21,21 @@ Rate term. I(X; Z) <= E_x KL(q(z|x) || r(z)) for any prior r; with r = N(0, I):
     L_rate = E_x KL( N(mu, diag(exp(logvar))) || N(0, I) )
            = 0.5 * sum_j (mu_j^2 + exp(logvar_j) - 1 - logvar_j)
 
-Optional feature term: with embedding knowledge e from the teacher, a projection of y_hat
-is pulled toward it, L_feat = || g(y_hat) - e ||^2 (a Gaussian decoder bound on I(y_hat; E)).
+Feature term: with embedding knowledge e from the teacher, a projection g of the decoded
+features is pulled toward it in direction, L_feat = 1 - cos(g(y_hat), e), a von Mises-Fisher
+decoder bound on I(y_hat; E). Cosine rather than MSE because the teachers classify by direction
+(CLIP's embeddings are unit-norm and its head is a cosine similarity; a server CNN's pooled
+features vary in scale from image to image), and because a scale-free loss lets one
+`feature_weight` serve every teacher and every embedding codec (int8 or PCA) alike.
+
+Channel-use term: the IB bound above counts nats, not symbols; what a link pays for is complex
+symbols. `rate_weight` prices each symbol sent, L_uses = E_x[channel uses], and is what pushes
+the learned rate controller to switch unneeded symbols off. It is separate from beta: the
+"no IB" baseline (beta = 0) keeps it.
 
 The objective, minimized per batch:
 
-    L = w_kd * L_KD + w_ce * CE(y, p_s)[labelled samples] + beta * L_rate + w_feat * L_feat
+    L = w_kd * L_KD + w_ce * CE(y, p_s)[labelled] + beta * L_rate + w_feat * L_feat + w_uses * L_uses
 
 beta = 0 removes the rate term exactly (the "no IB" baseline); `beta_at_round` anneals beta
 linearly over the first rounds.
@@ -41,7 +50,9 @@ import torch.nn.functional as F
 
 from fedtosc.config import LossConfig
 
-__all__ = ["LossTerms", "beta_at_round", "gaussian_kl", "ib_distillation_loss", "kd_loss"]
+__all__ = ["LossTerms", "beta_at_round", "feature_loss", "gaussian_kl", "ib_distillation_loss", "kd_loss"]
+
+_TERMS = ("total", "kd", "ce", "rate", "feature", "uses")
 
 
 @dataclass
@@ -51,9 +62,10 @@ class LossTerms:
     ce: torch.Tensor
     rate: torch.Tensor
     feature: torch.Tensor
+    uses: torch.Tensor
 
     def as_floats(self) -> dict[str, float]:
-        return {name: float(getattr(self, name).detach()) for name in ("total", "kd", "ce", "rate", "feature")}
+        return {name: float(getattr(self, name).detach()) for name in _TERMS}
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -66,6 +78,11 @@ def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperatu
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)), summed over features, averaged over the batch."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1).mean()
+
+
+def feature_loss(projected: torch.Tensor, teacher_embeddings: torch.Tensor) -> torch.Tensor:
+    """1 - cos(projected, teacher embedding), averaged over the batch (see the module docstring)."""
+    return (1.0 - F.cosine_similarity(projected, teacher_embeddings, dim=1)).mean()
 
 
 def beta_at_round(config: LossConfig, server_round: int) -> float:
@@ -85,25 +102,31 @@ def ib_distillation_loss(
     teacher_probs: torch.Tensor | None,
     temperature: float,
     beta: float,
+    channel_uses: torch.Tensor | None = None,
     projected: torch.Tensor | None = None,
     teacher_embeddings: torch.Tensor | None = None,
     with_knowledge: torch.Tensor | None = None,
 ) -> LossTerms:
     """The objective above for one batch. `labelled` [B] bool masks the CE term;
-    `with_knowledge` [B] bool (None: all rows) masks the KD term (transfer-set mode)."""
+    `with_knowledge` [B] bool (None: all rows) masks the KD and feature terms (transfer-set mode);
+    `channel_uses` [B] (the student's, differentiable) feeds the channel-use term."""
     zero = logits.new_zeros(())
+    covered = slice(None) if with_knowledge is None else with_knowledge
+    any_covered = with_knowledge is None or bool(with_knowledge.any())
     kd = zero
-    if teacher_probs is not None:
-        if with_knowledge is None:
-            kd = kd_loss(logits, teacher_probs, temperature)
-        elif bool(with_knowledge.any()):
-            kd = kd_loss(logits[with_knowledge], teacher_probs[with_knowledge], temperature)
+    if teacher_probs is not None and any_covered:
+        kd = kd_loss(logits[covered], teacher_probs[covered], temperature)
+    feature = zero
+    if projected is not None and teacher_embeddings is not None and any_covered:
+        feature = feature_loss(projected[covered], teacher_embeddings[covered])
     ce = F.cross_entropy(logits[labelled], labels[labelled]) if bool(labelled.any()) else zero
     rate = gaussian_kl(mu, logvar) if beta > 0 else zero
-    feature = (
-        F.mse_loss(projected, teacher_embeddings)
-        if projected is not None and teacher_embeddings is not None
-        else zero
+    uses = channel_uses.mean() if channel_uses is not None else zero
+    total = (
+        config.kd_weight * kd
+        + config.ce_weight * ce
+        + beta * rate
+        + config.feature_weight * feature
+        + config.rate_weight * uses
     )
-    total = config.kd_weight * kd + config.ce_weight * ce + beta * rate + config.feature_weight * feature
-    return LossTerms(total=total, kd=kd, ce=ce, rate=rate, feature=feature)
+    return LossTerms(total=total, kd=kd, ce=ce, rate=rate, feature=feature, uses=uses)

@@ -21,9 +21,9 @@ from safetensors.torch import save_file
 from fedtosc.channels import build_channel, parse_channel_profiles, seed_channels
 from fedtosc.config import ExperimentConfig, config_from_json
 from fedtosc.evaluation import accuracy_at_snr, encoder_latency_ms, model_size, snr_sweep
-from fedtosc.experiment import Experiment
+from fedtosc.experiment import Experiment, embedding_width, experiment_student
 from fedtosc.federated import nominal_snr_db, payload_bytes
-from fedtosc.models.student import StudentCodec, build_student
+from fedtosc.models.student import StudentCodec
 from fedtosc.results import append_metrics, plot_accuracy_vs_snr, plot_channel_uses, write_json_atomic
 
 __all__ = ["RunRecorder", "load_run_config", "write_run_config"]
@@ -69,8 +69,7 @@ class RunRecorder:
         self.config = experiment.config
         self.device = device
         self.knowledge_bytes = knowledge_bytes
-        train = experiment.splits.train
-        self.student = build_student(train.image_shape[0], len(train.class_names), self.config.student)
+        self.student = experiment_student(experiment, embedding_width(self.config, store))
         self.reference_snr_db = float(np.median(self.config.channel.eval_snr_db))
         self.started = time.perf_counter()
         self._round_clients: list[dict] = []

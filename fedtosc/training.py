@@ -34,7 +34,8 @@ class LocalData:
     labels: torch.Tensor  # int64 [n]
     labelled: torch.Tensor  # bool [n]: may the label be used?
     teacher_probs: torch.Tensor | None = None  # float32 [n, classes] at the knowledge temperature
-    with_knowledge: torch.Tensor | None = None  # bool [n]: rows teacher_probs covers (None: all)
+    teacher_embeddings: torch.Tensor | None = None  # float32 [n, D]: embedding knowledge, decoded
+    with_knowledge: torch.Tensor | None = None  # bool [n]: rows the knowledge covers (None: all)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -79,6 +80,7 @@ def train_student(
             snr_db = profiles[link].sample_snr_db(len(rows), server_round, generator).to(device)
             output = student(images, snr_db, channels[link])
             teacher_probs = _teacher_probs(data, rows, images, online_teacher, temperature, device)
+            teacher_embeddings = None if data.teacher_embeddings is None else data.teacher_embeddings[rows].to(device)
             terms = ib_distillation_loss(
                 config.loss,
                 logits=output.logits,
@@ -89,6 +91,9 @@ def train_student(
                 teacher_probs=teacher_probs,
                 temperature=temperature,
                 beta=beta,
+                channel_uses=output.channel_uses,
+                projected=output.projected,
+                teacher_embeddings=teacher_embeddings,
                 with_knowledge=None if data.with_knowledge is None or online_teacher else data.with_knowledge[rows].to(device),
             )
             loss = terms.total
@@ -106,6 +111,7 @@ def train_student(
             steps += 1
     metrics = {f"train_{name}": value / max(steps, 1) for name, value in totals.items()}
     metrics["train_accuracy"] = correct / max(seen, 1)
+    metrics["train_channel_uses"] = metrics.pop("train_uses", 0.0)
     return metrics
 
 

@@ -16,8 +16,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from fedtosc.experiment import ensure_knowledge, load_experiment, load_teacher, resolve_device
-from fedtosc.models.student import build_student
+from fedtosc.experiment import embedding_width, ensure_knowledge, experiment_student, load_experiment, load_teacher, resolve_device
 from fedtosc.run_record import RunRecorder, load_run_config
 from server.broadcast import describe_nodes, send_knowledge, wait_for_nodes
 from server.checkpoint import load_checkpoint, save_checkpoint
@@ -43,9 +42,8 @@ def main(grid: Grid, context: Context) -> None:
     if config.knowledge.mode == "prestored":
         knowledge_bytes = send_knowledge(grid, nodes, store, experiment.plan.knowledge_indices, federation.round_timeout_s)
 
-    train_split = experiment.splits.train
     torch.manual_seed(config.seed)  # the same seed gives the same initial global model, run after run
-    student = build_student(train_split.image_shape[0], len(train_split.class_names), config.student)
+    student = experiment_student(experiment, embedding_width(config, store))
     rounds_done = 0
     if resume:
         rounds_done, state = load_checkpoint(run_dir)

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from fedtosc.data.datasets import ImageDataset
-from fedtosc.knowledge.codecs import Knowledge, KnowledgeCodec, TeacherOutputs, fidelity
+from fedtosc.knowledge.codecs import Knowledge, KnowledgeCodec, TeacherOutputs, fidelity, teacher_head_arrays
 from fedtosc.knowledge.store import KnowledgeStore, StoreHeader, write_store
 from fedtosc.models.teachers import Teacher, predict
 
@@ -79,6 +79,8 @@ def build_knowledge(
     inference_seconds = time.perf_counter() - started
     shared = codec.fit(outputs)
     samples = codec.encode(outputs, shared)
+    if codec.decodes_embeddings:
+        shared |= teacher_head_arrays(*teacher.linear_head())
     header = StoreHeader(
         teacher_id=teacher.teacher_id,
         dataset_fingerprint=dataset_fingerprint,

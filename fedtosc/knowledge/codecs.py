@@ -28,6 +28,7 @@ __all__ = [
     "TopKCodec",
     "build_codec",
     "fidelity",
+    "teacher_head_arrays",
 ]
 
 # Unit roundoff of float16 for normal numbers: fp16 keeps 11 significant bits.
@@ -45,16 +46,52 @@ class TeacherOutputs:
     embeddings: torch.Tensor | None = None
 
 
+# Shared arrays an embedding store carries so a client can turn embeddings into soft labels with
+# the teacher's own (affine) head: logits = embeddings @ weight.T + bias. Sent once per node.
+HEAD_WEIGHT, HEAD_BIAS = "teacher_head_weight", "teacher_head_bias"
+
+
 @dataclass(frozen=True)
 class Knowledge:
     """What a student trains on, decoded.
 
     `probs`: [N, C] float32 soft labels at the codec's temperature, rows sum to 1 (None for
     embedding codecs). `embeddings`: [N, D] float32 (None for soft-label codecs).
+    `head_weight` [C, D] / `head_bias` [C] float32: the teacher's classifier head, when an
+    embedding store carries it.
     """
 
     probs: torch.Tensor | None
     embeddings: torch.Tensor | None
+    head_weight: torch.Tensor | None = None
+    head_bias: torch.Tensor | None = None
+
+    def soft_labels(self, temperature: float) -> torch.Tensor | None:
+        """[N, C] soft labels: the stored ones, or the teacher head's softmax(logits / T) on the
+        decoded embeddings; None when there are neither."""
+        if self.probs is not None:
+            return self.probs
+        if self.embeddings is None or self.head_weight is None or self.head_bias is None:
+            return None
+        logits = self.embeddings @ self.head_weight.T + self.head_bias
+        return torch.softmax(logits / _check_temperature(temperature), dim=1)
+
+
+def teacher_head_arrays(weight: torch.Tensor, bias: torch.Tensor) -> dict[str, np.ndarray]:
+    """The shared arrays that carry a teacher head ([C, D] weight, [C] bias) in a store."""
+    if weight.ndim != 2 or bias.shape != (weight.shape[0],):
+        raise ValueError(f"a head is weight [C, D] and bias [C], got {tuple(weight.shape)} and {tuple(bias.shape)}")
+    return {HEAD_WEIGHT: weight.detach().cpu().float().numpy(), HEAD_BIAS: bias.detach().cpu().float().numpy()}
+
+
+def _teacher_head(shared: dict[str, np.ndarray], width: int) -> dict[str, torch.Tensor]:
+    """The head fields of `Knowledge` from shared arrays (empty when the store has no head)."""
+    if HEAD_WEIGHT not in shared:
+        return {}
+    weight, bias = _require(shared, HEAD_WEIGHT, 2), _require(shared, HEAD_BIAS, 1)
+    if weight.shape[1] != width or bias.shape[0] != weight.shape[0]:
+        raise ValueError(f"teacher head {weight.shape} / {bias.shape} does not fit embeddings of width {width}")
+    return {"head_weight": torch.from_numpy(weight.astype(np.float32)), "head_bias": torch.from_numpy(bias.astype(np.float32))}
 
 
 class KnowledgeCodec(ABC):
@@ -66,6 +103,8 @@ class KnowledgeCodec(ABC):
     """
 
     name: ClassVar[str]
+    # Embedding codecs decode to embeddings; their stores also carry the teacher head (HEAD_WEIGHT).
+    decodes_embeddings: ClassVar[bool] = False
 
     @abstractmethod
     def params(self) -> dict[str, int | float | str]: ...
@@ -267,6 +306,7 @@ class Int8EmbeddingCodec(KnowledgeCodec):
     """
 
     name: ClassVar[str] = "int8_embedding"
+    decodes_embeddings: ClassVar[bool] = True
 
     def params(self) -> dict[str, int | float | str]:
         return {}
@@ -293,7 +333,7 @@ class Int8EmbeddingCodec(KnowledgeCodec):
         if scale.shape[0] != codes.shape[0]:
             raise ValueError(f"embedding_scale has {scale.shape[0]} rows, embedding_int8 has {codes.shape[0]}")
         embeddings = codes.astype(np.float32) * scale.astype(np.float32)[:, None]
-        return Knowledge(probs=None, embeddings=torch.from_numpy(embeddings))
+        return Knowledge(probs=None, embeddings=torch.from_numpy(embeddings), **_teacher_head(shared, codes.shape[1]))
 
     def error_bound(self) -> str:
         return "int8 embeddings, per-row fp16 scale ~ max|row|/127: per element |de| <= scale/2"
@@ -310,6 +350,7 @@ class PCAEmbeddingCodec(KnowledgeCodec):
     """
 
     name: ClassVar[str] = "pca_embedding"
+    decodes_embeddings: ClassVar[bool] = True
 
     def __init__(self, dim: int = 32) -> None:
         if dim < 1:
@@ -345,7 +386,7 @@ class PCAEmbeddingCodec(KnowledgeCodec):
         if coefficients.shape[1] != components.shape[0]:
             raise ValueError(f"pca_coefficients have {coefficients.shape[1]} columns, the basis {components.shape[0]}")
         embeddings = (mean + coefficients @ components).astype(np.float32)
-        return Knowledge(probs=None, embeddings=torch.from_numpy(embeddings))
+        return Knowledge(probs=None, embeddings=torch.from_numpy(embeddings), **_teacher_head(shared, mean.shape[0]))
 
     def error_bound(self) -> str:
         return (

@@ -294,6 +294,11 @@ class KnowledgeStore:
         return store
 
     @property
+    def index(self) -> np.ndarray:
+        """The dataset indices the store holds, ascending [N] int64 (a copy)."""
+        return self._index.copy()
+
+    @property
     def bytes_per_sample(self) -> float:
         """Bytes of the per-sample arrays (the codec payload, excluding the 8-byte index) per sample."""
         total_bytes = 0

@@ -1,16 +1,22 @@
 """The on-device student: a semantic codec trained end to end through the channel.
 
-    image -> SemanticEncoder -> SNRGate (channel-adaptive) -> variational head (mu, logvar)
-          -> complex symbols, power-normalized over the symbols the RateController keeps
-          -> Channel at the sample's SNR -> SNR-aware decoder -> class logits
+    transmitter: image -> SemanticEncoder -> SNRGate(features, tx SNR) -> variational head (mu, logvar)
+                 -> RateController(tx SNR) keeps the first m of n symbols -> power normalization
+    channel:     AWGN / Rayleigh / Rician at the sample's SNR (docs/architecture.md: conventions)
+    receiver:    received symbols + receiver state (per-symbol SNR, which symbols came)
+                 -> decoder -> class logits, and a projection into the teacher's embedding space
 
-Shapes: images [B, C, H, W] float in [0, 1]; snr_db [B] (or a scalar) float in dB, design.md
-convention. `channel_uses` counts the complex symbols actually sent per sample.
+What each side knows about the channel decides what it may condition on: the transmitter knows
+the nominal (fed-back) SNR of its link; the receiver with perfect CSI knows every symbol's
+effective SNR after equalization, |h|^2 * SNR per fading block, and without CSI only the nominal
+SNR. `adaptive=False` removes every SNR input and the controller (the non-adaptive baseline).
+
+Shapes: images [B, C, H, W] float in [0, 1]; snr_db [B] (or a scalar) float in dB.
+`channel_uses` counts the complex symbols actually sent per sample.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +31,12 @@ __all__ = ["RateController", "SNRGate", "SemanticEncoder", "StudentCodec", "Stud
 _SNR_SCALE_DB = 20.0
 # Keeps exp(logvar) finite; wider than any variance the rate term lets the head reach.
 _LOGVAR_LIMIT = 10.0
+# The receiver's per-symbol SNR feature is clipped here: a deep fade (|h|^2 -> 0) would otherwise
+# give an unbounded negative input, and below -30 dB a symbol carries nothing anyway.
+_RX_SNR_FLOOR_DB = -30.0
+# The controller starts by sending almost everything (sigmoid(3) = 0.95 of the range above the floor),
+# so early training is not starved of symbols before the task has shaped the encoder.
+_CONTROLLER_INITIAL_LOGIT = 3.0
 
 
 @dataclass
@@ -35,8 +47,11 @@ class StudentOutput:
     logits: torch.Tensor  # [B, num_classes]
     mu: torch.Tensor  # [B, 2n] mean of q(z|x), before the channel
     logvar: torch.Tensor  # [B, 2n]
-    channel_uses: torch.Tensor  # [B] float: complex symbols sent per sample
+    # [B] float: complex symbols sent per sample. Its value is the hard count; while training with a
+    # learned controller its gradient is the soft count's, so a penalty on it trains the controller.
+    channel_uses: torch.Tensor
     received: torch.Tensor  # [B, 2n] real view (real | imag) of the equalized received symbols; 0 where not sent
+    projected: torch.Tensor | None = None  # [B, D] decoded features in the teacher's embedding space
 
 
 class SemanticEncoder(nn.Module):
@@ -92,68 +107,88 @@ class SNRGate(nn.Module):
 
 
 class RateController(nn.Module):
-    """VL-VFE-style rate adaptation: fewer complex symbols at higher SNR.
+    """Learned, SNR-conditioned rate (in the spirit of VL-VFE): how many of the n symbols to send.
 
-    The number of active symbols falls linearly from `max_uses` at `low_snr_db` (and below) to
-    `min_uses` at `high_snr_db` (and above), rounded to an integer, so it never rises with SNR.
-    Trailing symbols are masked (not transmitted); training puts what matters most up front.
+    A small network maps the transmitter's SNR to a length L(snr) in [min_uses, max_uses]; the
+    first round(L) symbols are sent and the rest are switched off. The importance order is learned
+    by the encoder: since the tail is what gets cut, training puts what matters most up front (as
+    nested dropout does). Forward values are hard (a real transmitter sends whole symbols); the
+    gradient is that of a soft step sigmoid((L - i - 1/2) / softness) over positions i
+    (straight-through), so the task loss and the rate penalty both reach the controller.
     """
 
-    def __init__(self, max_uses: int, min_uses: int, low_snr_db: float = 0.0, high_snr_db: float = 20.0) -> None:
+    def __init__(self, max_uses: int, min_uses: int, hidden_dim: int = 16, softness: float = 0.5) -> None:
         super().__init__()
         if not 1 <= min_uses <= max_uses:
             raise ValueError(f"need 1 <= min_uses <= max_uses, got min_uses={min_uses}, max_uses={max_uses}")
-        if not (math.isfinite(low_snr_db) and math.isfinite(high_snr_db) and low_snr_db < high_snr_db):
-            raise ValueError(f"need finite low_snr_db < high_snr_db, got {low_snr_db} and {high_snr_db}")
-        self.max_uses, self.min_uses = max_uses, min_uses
-        self.low_snr_db, self.high_snr_db = low_snr_db, high_snr_db
+        self.max_uses, self.min_uses, self.softness = max_uses, min_uses, softness
+        self.net = nn.Sequential(nn.Linear(1, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, 1))
+        with torch.no_grad():
+            self.net[-1].bias.fill_(_CONTROLLER_INITIAL_LOGIT)
+        self.register_buffer("positions", torch.arange(max_uses, dtype=torch.float32) + 0.5, persistent=False)
+
+    def length(self, snr_db: torch.Tensor) -> torch.Tensor:
+        """The continuous length L [B] in [min_uses, max_uses] from snr_db [B] in dB."""
+        fraction = torch.sigmoid(self.net(_snr_feature(snr_db))).squeeze(1)
+        return self.min_uses + (self.max_uses - self.min_uses) * fraction
 
     def active_uses(self, snr_db: torch.Tensor) -> torch.Tensor:
-        """Symbols sent per sample, [B] int64, from snr_db [B] in dB."""
-        progress = ((snr_db - self.low_snr_db) / (self.high_snr_db - self.low_snr_db)).clamp(0.0, 1.0)
-        return torch.round(self.max_uses - progress * (self.max_uses - self.min_uses)).long()
+        """Symbols sent per sample, [B] int64."""
+        return self.forward(snr_db).detach().sum(dim=1).round().long()
 
     def forward(self, snr_db: torch.Tensor) -> torch.Tensor:
-        """Mask [B, max_uses] float in {0, 1}: 1 where the symbol is sent."""
-        positions = torch.arange(self.max_uses, device=snr_db.device)
-        return (positions.unsqueeze(0) < self.active_uses(snr_db).unsqueeze(1)).float()
+        """Mask [B, max_uses] with values in {0, 1}: 1 where the symbol is sent."""
+        length = self.length(snr_db).unsqueeze(1)
+        hard = (self.positions < length).to(length.dtype)
+        if not self.training:
+            return hard
+        soft = torch.sigmoid((length - self.positions) / self.softness)
+        return hard + soft - soft.detach()
 
     def extra_repr(self) -> str:
-        return f"uses={self.max_uses}->{self.min_uses}, snr_db={self.low_snr_db:g}->{self.high_snr_db:g}"
+        return f"uses={self.min_uses}..{self.max_uses}, learned"
 
 
 class StudentCodec(nn.Module):
     """Encoder, channel-adaptive module, variational head, channel and decoder, end to end.
 
-    `config.adaptive=False` removes the SNR gate and the decoder's SNR input (non-adaptive baseline);
-    `config.rate_adaptive=False` always sends all `config.channel_uses` symbols.
+    `config.adaptive=False`: no SNR gate, no controller, a decoder blind to the channel state.
+    `config.rate_adaptive=False`: always send all `config.channel_uses` symbols.
+    `embedding_dim`: width of the teacher's embedding; when given, the receiver also projects its
+    decoded features into that space (the feature-distillation term's target).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, config: StudentConfig) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, config: StudentConfig, embedding_dim: int | None = None
+    ) -> None:
         super().__init__()
+        if config.rate_adaptive and not config.adaptive:
+            raise ValueError("student.rate_adaptive=true needs student.adaptive=true: the controller conditions on the SNR")
         self.channel_uses = config.channel_uses
         self.encoder = SemanticEncoder(in_channels, config.width, config.feature_dim)
         self.snr_gate = SNRGate(config.feature_dim) if config.adaptive else None
-        self.rate = None
-        if config.rate_adaptive:
-            self.rate = RateController(
-                config.channel_uses, config.min_channel_uses, config.rate_low_snr_db, config.rate_high_snr_db
-            )
+        self.rate = RateController(config.channel_uses, config.min_channel_uses) if config.rate_adaptive else None
         self.mu = nn.Linear(config.feature_dim, 2 * config.channel_uses)
         self.logvar = nn.Linear(config.feature_dim, 2 * config.channel_uses)
-        decoder_in = 2 * config.channel_uses + (1 if config.adaptive else 0)
+        # Receiver state: each symbol's SNR and whether it was sent (n values each).
+        state_dim = 2 * config.channel_uses if config.adaptive else 0
         self.decoder = nn.Sequential(
-            nn.Linear(decoder_in, config.feature_dim),
+            nn.Linear(2 * config.channel_uses + state_dim, config.feature_dim),
             nn.ReLU(inplace=True),
-            nn.Linear(config.feature_dim, num_classes),
         )
+        self.classifier = nn.Linear(config.feature_dim, num_classes)
+        self.projection = nn.Linear(config.feature_dim, embedding_dim) if embedding_dim else None
+
+    @property
+    def adaptive(self) -> bool:
+        return self.snr_gate is not None
 
     def encoder_modules(self) -> list[nn.Module]:
         """What runs on the device before the channel (for size and latency figures)."""
-        return [m for m in (self.encoder, self.snr_gate, self.mu, self.logvar) if m is not None]
+        return [m for m in (self.encoder, self.snr_gate, self.rate, self.mu, self.logvar) if m is not None]
 
     def symbol_mask(self, snr_db: torch.Tensor) -> torch.Tensor:
-        """[B, n] float in {0, 1}: which complex symbols are sent at each sample's SNR."""
+        """[B, n] with values in {0, 1}: which complex symbols are sent at each sample's SNR."""
         if self.rate is None:
             return torch.ones(snr_db.shape[0], self.channel_uses, device=snr_db.device)
         return self.rate(snr_db)
@@ -165,24 +200,38 @@ class StudentCodec(nn.Module):
         return normalize_power(real_to_complex(self.mu(self._features(images, snr_db))), self.symbol_mask(snr_db))
 
     def forward(self, images: torch.Tensor, snr_db: torch.Tensor | float, channel: Channel) -> StudentOutput:
-        """Raises ValueError for an SNR that is not finite or outside the channels' range."""
+        """`snr_db` is the link's nominal SNR, what the transmitter knows. Raises ValueError for an
+        SNR that is not finite or outside the channels' range."""
         snr_db = _per_sample_snr(snr_db, images)
         features = self._features(images, snr_db)
         mu, logvar = self.mu(features), self.logvar(features).clamp(-_LOGVAR_LIMIT, _LOGVAR_LIMIT)
         # Sampling z ~ q(z|x) while training is what makes the IB rate term meaningful; eval sends mu.
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
         mask = self.symbol_mask(snr_db)
-        received = channel(normalize_power(real_to_complex(z), mask), snr_db) * mask
-        received_real = complex_to_real(received)
+        sent_link = channel.transmit(normalize_power(real_to_complex(z), mask), snr_db)
+        received_real = complex_to_real(sent_link.received * mask)
         decoder_in = received_real
-        if self.snr_gate is not None:
-            decoder_in = torch.cat([received_real, _snr_feature(snr_db)], dim=1)
+        if self.adaptive:
+            rx_snr = _receiver_snr_db(sent_link.coefficients, snr_db, channel.csi)
+            decoder_in = torch.cat([received_real, (rx_snr / _SNR_SCALE_DB) * mask.detach(), mask.detach()], dim=1)
+        decoded = self.decoder(decoder_in)
+        projected = self.projection(decoded) if self.projection is not None else None
         sent = mask.repeat(1, 2)  # the real view lists real parts, then imaginary parts
-        return StudentOutput(self.decoder(decoder_in), mu * sent, logvar * sent, mask.sum(dim=1), received_real)
+        return StudentOutput(self.classifier(decoded), mu * sent, logvar * sent, mask.sum(dim=1), received_real, projected)
 
     def _features(self, images: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
         features = self.encoder(images)
         return features if self.snr_gate is None else self.snr_gate(features, snr_db)
+
+
+def _receiver_snr_db(coefficients: torch.Tensor, snr_db: torch.Tensor, csi: str) -> torch.Tensor:
+    """[B, n] per-symbol SNR the receiver knows: |h|^2 * SNR under perfect CSI (after zero-forcing
+    each symbol's noise is scaled by 1/|h|^2), the nominal SNR without CSI."""
+    nominal = snr_db.unsqueeze(1).expand_as(coefficients.real)
+    if csi != "perfect":
+        return nominal
+    gain_db = 10.0 * torch.log10(coefficients.abs().square().clamp_min(1e-12))
+    return (nominal + gain_db).clamp_min(_RX_SNR_FLOOR_DB)
 
 
 def _snr_feature(snr_db: torch.Tensor) -> torch.Tensor:
@@ -203,6 +252,9 @@ def _per_sample_snr(snr_db: torch.Tensor | float, images: torch.Tensor) -> torch
     return snr
 
 
-def build_student(in_channels: int, num_classes: int, config: StudentConfig) -> StudentCodec:
-    """The student for images with `in_channels` channels and `num_classes` classes."""
-    return StudentCodec(in_channels, num_classes, config)
+def build_student(
+    in_channels: int, num_classes: int, config: StudentConfig, embedding_dim: int | None = None
+) -> StudentCodec:
+    """The student for images with `in_channels` channels and `num_classes` classes; with a
+    projection head into a teacher embedding of width `embedding_dim` when given."""
+    return StudentCodec(in_channels, num_classes, config, embedding_dim)
