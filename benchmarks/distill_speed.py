@@ -65,7 +65,10 @@ def main() -> None:
     distill = np.sort(experiment.plan.distillation_indices)
     train = experiment.splits.train
     vit = build_clip_teacher(
-        replace(config.teacher, name="clip", model="ViT-B-32", allow_random_weights=True), train.class_names, _CPU
+        replace(config.teacher, name="clip", model="ViT-B-32", allow_random_weights=True),
+        train.class_names,
+        _CPU,
+        dataset_name=config.dataset.name,
     )
     with tempfile.TemporaryDirectory() as scratch:
         codecs = _codec_table(experiment, distill, Path(scratch))

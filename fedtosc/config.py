@@ -71,7 +71,8 @@ class TeacherConfig:
     checkpoint: str | None = None
     allow_random_weights: bool = False  # benchmarks only: cost does not depend on weights
     head: str = "zero_shot"  # zero_shot | linear_probe
-    prompt_templates: list[str] = field(default_factory=lambda: ["a photo of a {}.", "a picture of the number {}."])
+    # zero_shot: each template holds one {} for the class name; null: the dataset's ensemble (fedtosc/data/prompts.py)
+    prompt_templates: list[str] | None = None
     class_names: list[str] | None = None  # defaults to the dataset's class names
     batch_size: int = 128
     cache_dir: str = "~/.cache/fedtosc/teachers"

@@ -78,7 +78,13 @@ def load_teacher(experiment: Experiment, device: torch.device) -> Teacher:
     config = experiment.config
     server_data = experiment.splits.train.subset(experiment.plan.server_indices)
     if config.teacher.name == "clip":
-        return build_clip_teacher(config.teacher, experiment.splits.train.class_names, device, labelled=server_data)
+        return build_clip_teacher(
+            config.teacher,
+            experiment.splits.train.class_names,
+            device,
+            labelled=server_data,
+            dataset_name=config.dataset.name,
+        )
     return load_or_train_server_teacher(config.teacher, server_data, config.seed, device)
 
 

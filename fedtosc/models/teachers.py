@@ -1,9 +1,11 @@
 """Teachers: one interface (float images in [0, 1] -> logits and an embedding) for both kinds.
 
 - `ClipTeacher`: any open_clip model, weights from a pretrained tag (hub or its cache) or a
-  local checkpoint, with a zero-shot head from class-name prompts or a linear-probe head.
+  local checkpoint, with a zero-shot head from class-name prompts (the dataset's template
+  ensemble, `fedtosc.data.prompts`) or a linear-probe head.
 - `ServerCNNTeacher`: the offline fallback, a CNN much larger than the student, trained on
   the server's labelled data and cached by a fingerprint of its data and config.
+Every head is linear: `Teacher.linear_head` gives its weight and bias.
 Teachers run batched in inference mode (`predict`), on a GPU when one is given.
 """
 
@@ -21,6 +23,7 @@ from tqdm import tqdm
 
 from fedtosc.config import TeacherConfig
 from fedtosc.data.datasets import ImageDataset
+from fedtosc.data.prompts import check_templates, prompt_templates
 from fedtosc.knowledge.codecs import TeacherOutputs
 
 __all__ = [
@@ -54,6 +57,10 @@ class Teacher(nn.Module):
         """The teacher's head alone: embeddings [B, D] -> logits [B, C] (as in `forward`)."""
         raise NotImplementedError
 
+    def linear_head(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(weight [C, D], bias [C])`, float32 copies on the CPU: `classify(e) == e @ weight.T + bias`."""
+        raise NotImplementedError
+
 
 class ServerCNNTeacher(Teacher):
     """A VGG-style CNN: four conv stages of width w, 2w, 4w, 8w, then a linear classifier."""
@@ -84,6 +91,14 @@ class ServerCNNTeacher(Teacher):
 
     def classify(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.classifier(embeddings)
+
+    def linear_head(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _cpu_copy(self.classifier.weight), _cpu_copy(self.classifier.bias)
+
+
+def _cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """Detached float32 copy on the CPU: a caller may modify it without touching the teacher."""
+    return tensor.detach().to(device="cpu", dtype=torch.float32, copy=True)
 
 
 def _teacher_fingerprint(config: TeacherConfig, data: ImageDataset, seed: int) -> str:
@@ -145,12 +160,25 @@ def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 class ClipTeacher(Teacher):
-    """An open_clip model with a classification head over its normalized image embedding."""
+    """An open_clip model with a linear head over its normalized image embedding.
 
-    def __init__(self, model: nn.Module, head: torch.Tensor, logit_scale: float, model_name: str, weights: str) -> None:
+    `head_kind` (zero_shot | linear_probe) names where the head came from, in the teacher_id.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        head: torch.Tensor,
+        bias: torch.Tensor,
+        logit_scale: float,
+        model_name: str,
+        weights: str,
+        head_kind: str,
+    ) -> None:
         super().__init__()
         self.visual = model.visual
-        self.register_buffer("head", head)  # [C, D] unit-norm class embeddings
+        self.register_buffer("head", head)  # [C, D]: unit-norm class embeddings (zero-shot) or probe weights
+        self.register_buffer("bias", bias)  # [C]: zeros for zero-shot
         self.logit_scale = logit_scale
         size = model.visual.image_size
         self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
@@ -158,7 +186,9 @@ class ClipTeacher(Teacher):
         self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(cfg.get("std", (0.26862954, 0.26130258, 0.27577711))).view(1, 3, 1, 1))
         self.display_name = f"clip:{model_name}"
-        self.teacher_id = f"clip-{model_name}-{weights}-" + hashlib.sha256(head.numpy().tobytes()).hexdigest()[:12]
+        weight, bias = self.linear_head()  # the head as applied, so a new scale or bias is a new teacher
+        digest = hashlib.sha256(weight.numpy().tobytes() + bias.numpy().tobytes()).hexdigest()[:12]
+        self.teacher_id = f"clip-{model_name}-{weights}-{head_kind}-{digest}"
 
     def forward(self, images: torch.Tensor) -> TeacherOutputs:
         if images.shape[1] == 1:
@@ -169,7 +199,10 @@ class ClipTeacher(Teacher):
         return TeacherOutputs(logits=self.classify(embeddings), embeddings=embeddings)
 
     def classify(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.logit_scale * embeddings @ self.head.T
+        return self.logit_scale * embeddings @ self.head.T + self.bias
+
+    def linear_head(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _cpu_copy(self.logit_scale * self.head), _cpu_copy(self.bias)
 
 
 def build_clip_teacher(
@@ -177,8 +210,13 @@ def build_clip_teacher(
     class_names: tuple[str, ...],
     device: torch.device,
     labelled: ImageDataset | None = None,
+    *,
+    dataset_name: str,
 ) -> ClipTeacher:
-    """Create the open_clip model with its weights, then its zero-shot or linear-probe head."""
+    """Create the open_clip model with its weights, then its zero-shot or linear-probe head.
+
+    `dataset_name` picks the zero-shot prompt ensemble unless teacher.prompt_templates is set.
+    """
     import open_clip
 
     # `hf-hub:org/repo` and `local-dir:/path` name a model by where its config lives, not a registry entry.
@@ -202,16 +240,30 @@ def build_clip_teacher(
     names = list(config.class_names or class_names)
     if len(names) != len(class_names):
         raise TeacherError(f"teacher.class_names has {len(names)} names but the dataset has {len(class_names)} classes")
+    weights = weights or "random"
     if config.head == "zero_shot":
-        head = _zero_shot_head(model, open_clip.get_tokenizer(config.model), names, config.prompt_templates, device)
+        templates = _prompt_templates(config, dataset_name)
+        head = _zero_shot_head(model, open_clip.get_tokenizer(config.model), names, templates, device).cpu()
+        bias = torch.zeros(len(names))
         logit_scale = float(model.logit_scale.detach().exp().clamp(max=100.0))
-        teacher = ClipTeacher(model, head.cpu(), logit_scale, config.model, weights or "random")
     else:
         if labelled is None:
             raise TeacherError("teacher.head=linear_probe needs the server's labelled data")
-        teacher = ClipTeacher(model, torch.zeros(len(names), model.visual.output_dim), 1.0, config.model, weights or "random")
-        _fit_linear_probe(teacher, labelled, config, device)
-    return teacher.to(device).eval()
+        # The probe is fitted on embeddings alone, which do not depend on the head this encoder carries.
+        zeros = torch.zeros(len(names), model.visual.output_dim)
+        encoder = ClipTeacher(model, zeros, torch.zeros(len(names)), 1.0, config.model, weights, config.head)
+        head, bias = _fit_linear_probe(encoder, labelled, config, device)
+        logit_scale = 1.0
+    return ClipTeacher(model, head, bias, logit_scale, config.model, weights, config.head).to(device).eval()
+
+
+def _prompt_templates(config: TeacherConfig, dataset_name: str) -> list[str]:
+    templates = list(prompt_templates(dataset_name) if config.prompt_templates is None else config.prompt_templates)
+    try:
+        check_templates(templates)
+    except ValueError as error:
+        raise TeacherError(f"teacher.prompt_templates: {error}") from error
+    return templates
 
 
 def _clip_weights_source(config: TeacherConfig) -> str | None:
@@ -240,15 +292,30 @@ def _zero_shot_head(model: nn.Module, tokenizer, names: list[str], templates: li
     return torch.stack(rows)
 
 
-def _fit_linear_probe(teacher: ClipTeacher, labelled: ImageDataset, config: TeacherConfig, device) -> None:  # noqa: ANN001
-    """Logistic regression on frozen, normalized embeddings; the head stays a [C, D] matrix."""
+def _fit_linear_probe(
+    encoder: ClipTeacher, labelled: ImageDataset, config: TeacherConfig, device  # noqa: ANN001
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logistic regression on frozen, normalized embeddings -> (weight [C, D], bias [C]) on the CPU.
+
+    The probe's softmax over `embeddings @ weight.T + bias` is exactly its `predict_proba`.
+    """
     from sklearn.linear_model import LogisticRegression
 
-    embeddings = predict(teacher, labelled, config.batch_size, device, desc="probe embeddings").embeddings
+    num_classes = len(labelled.class_names)
+    missing = sorted(set(range(num_classes)) - set(labelled.labels.tolist()))
+    if missing:  # the probe would have no row for them, and the head would score fewer classes than exist
+        names = ", ".join(labelled.class_names[label] for label in missing)
+        raise TeacherError(f"teacher.head=linear_probe: the server's labelled data has no sample of class {names}")
+    embeddings = predict(encoder, labelled, config.batch_size, device, desc="probe embeddings").embeddings
     probe = LogisticRegression(max_iter=1000).fit(embeddings.numpy(), labelled.labels.numpy())
-    teacher.head = torch.from_numpy(probe.coef_).float().to(device)
-    teacher.logit_scale = 1.0
-    teacher.teacher_id += "-probe-" + hashlib.sha256(probe.coef_.tobytes()).hexdigest()[:8]
+    weight = torch.from_numpy(probe.coef_).float()
+    bias = torch.from_numpy(probe.intercept_).float()
+    if num_classes == 2:
+        # sklearn keeps one row w for two classes: p(class 1) = sigmoid(w.x + b). The rows -w/2 and w/2
+        # (bias likewise) give the same probabilities under a softmax, with one logit per class.
+        weight = torch.cat([-weight / 2, weight / 2])
+        bias = torch.cat([-bias / 2, bias / 2])
+    return weight, bias
 
 
 @torch.inference_mode()
