@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedtosc.channels import parse_channel_profiles
+from fedtosc.channels import client_profiles
 from fedtosc.config import load_config
 from fedtosc.experiment import TRANSFORM, codec_for, load_experiment, load_teacher
 from fedtosc.knowledge.builder import build_knowledge
@@ -136,7 +136,7 @@ def _epoch_times(config, experiment, distill: np.ndarray, vit, topk_path: Path, 
     batch = config.train.batch_size
     online_rows = args.online_batches * batch
     online_data = LocalData(data.images[:online_rows], data.labels[:online_rows], data.labelled[:online_rows])
-    profile = parse_channel_profiles(config.channel.clients, config.federation.num_clients)[0]
+    profile = client_profiles(config.channel, config.federation.num_clients)[0]
 
     def epoch_seconds(local: LocalData, mode: str, teacher=None) -> float:  # noqa: ANN001
         student = build_student(train.image_shape[0], len(train.class_names), config.student)

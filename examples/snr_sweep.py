@@ -5,13 +5,13 @@
 Runs `fedtosc study snr-sweep` on the bundled digits data with 2 clients (AWGN links at 0 and
 10 dB) and 2 rounds, for method {full, labels_only, no_adaptive} x seed {0} = 3 cells, each one
 `fedtosc run` (about 40 s each on an idle 2-core CPU). Every cell evaluates its student on AWGN,
-Rayleigh and Rician channels at -10 ... 25 dB (conf/study/snr_sweep.yaml). Then it writes an HTML
-report of the study.
+Rayleigh and Rician (K = channel.k_factor, 3) channels at -10 ... 25 dB (conf/study/snr_sweep.yaml).
+Then it writes an HTML report of the study.
 
 Expected output, under studies/example-snr-sweep/ (or --output):
   cells/<axes>/     one run directory per cell
   snr_sweep.csv     one row per method x channel x SNR: accuracy_mean, accuracy_std, num_seeds, accuracies
-  snr_sweep.png     one panel per channel (awgn, rayleigh, rician): accuracy vs SNR, one line per method
+  snr_sweep.png     one panel per link (awgn, rayleigh, rician(k=3)): accuracy vs SNR, one line per method
   report.html       the figure, the CSV as a table and the cell list, self-contained
 Run it again and it reruns nothing: finished cells are skipped.
 """

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from fedtosc.channels import parse_channel_profiles
+from fedtosc.channels import client_profiles
 from fedtosc.config import ExperimentConfig
 from fedtosc.experiment import Experiment, ensure_knowledge, experiment_student, load_experiment, load_teacher
 from fedtosc.federated import knowledge_record, local_data
@@ -66,7 +66,7 @@ def train_centralized(config: ExperimentConfig, run_dir: Path, device: torch.dev
     store = ensure_knowledge(experiment, teacher, device)
     data = pooled_client_data(experiment, store if config.knowledge.mode == "prestored" else None)
     federation = config.federation
-    profiles = parse_channel_profiles(config.channel.clients, federation.num_clients, seed=config.seed)
+    profiles = client_profiles(config.channel, federation.num_clients, seed=config.seed)
     channels = [profile.make_channel(config.channel.block_length) for profile in profiles]
     nodes = {partition: {"partition-id": partition, "channel-profile": p.describe()} for partition, p in enumerate(profiles)}
     recorder = RunRecorder(run_dir, experiment, store, nodes, knowledge_bytes=0, device=device, mode="centralized")

@@ -16,6 +16,9 @@ Conventions (they hold for every block here):
 - ``channel uses`` = complex symbols per sample = ``n`` in ``x: [B, n] complex64``.
 - Randomness of the channels comes from Sionna's generators: seed them with :func:`seed_channels`
   (``torch.manual_seed`` does not reach them). SNR profiles take an explicit ``torch.Generator``.
+- A link's CSI and Rician K: an entry's own ``:csi=``/``:k=`` options win; an entry that does not
+  say takes the defaults ``channel.csi`` / ``channel.k_factor`` (:func:`client_profiles`,
+  :func:`eval_links` apply them). Client and eval entries share that option syntax.
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ import math
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from sionna.phy import config as sionna_config
 from sionna.phy.channel import AWGN, RayleighBlockFading
+
+if TYPE_CHECKING:  # annotations only: the config module (and Hydra) stays out of this one's imports
+    from fedtosc.config import ChannelConfig
 
 __all__ = [
     "SNR_DB_LIMITS",
@@ -46,8 +52,12 @@ __all__ = [
     "RayleighChannel",
     "RicianChannel",
     "build_channel",
+    "EvalLink",
     "ChannelProfile",
     "parse_channel_profiles",
+    "parse_eval_link",
+    "client_profiles",
+    "eval_links",
 ]
 
 SNR_DB_LIMITS: tuple[float, float] = (-30.0, 50.0)
@@ -318,8 +328,42 @@ def build_channel(
 
 
 # --------------------------------------------------------------------------------------------
-# Per-client SNR profiles
+# Links (channel, K, CSI) and per-client SNR profiles
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalLink:
+    """A link without its SNR: channel type, Rician K (linear) and CSI mode.
+
+    What evaluation sweeps over ``channel.eval_snr_db``, and what a client's
+    :class:`ChannelProfile` is once its SNR behaviour is set aside. ``k_factor`` matters only for
+    ``"rician"`` and ``csi`` not for ``"awgn"`` (nothing to equalize); :meth:`describe` shows only
+    what matters, so two links with the same label behave the same.
+    """
+
+    channel: str
+    k_factor: float = 3.0
+    csi: str = "perfect"
+
+    def __post_init__(self) -> None:
+        if self.channel not in CHANNEL_NAMES:
+            raise ValueError(f"unknown channel {self.channel!r}; known: {list(CHANNEL_NAMES)}")
+        _check_csi(self.csi)
+        if not math.isfinite(self.k_factor) or self.k_factor < 0:
+            raise ValueError(f"k_factor must be a finite number >= 0, got {self.k_factor!r}")
+
+    def make_channel(self, block_length: int | None = None) -> Channel:
+        """The channel block of this link."""
+        return build_channel(self.channel, csi=self.csi, k_factor=self.k_factor, block_length=block_length)
+
+    def describe(self) -> str:
+        """Short label, e.g. ``awgn``, ``rayleigh[csi=none]``, ``rician(k=5)``: a results key."""
+        if self.channel == "rician":
+            return f"rician(k={self.k_factor:g})" + ("" if self.csi == "perfect" else f"[csi={self.csi}]")
+        if self.channel == "rayleigh" and self.csi != "perfect":
+            return f"rayleigh[csi={self.csi}]"
+        return self.channel
 
 
 @dataclass(frozen=True)
@@ -345,11 +389,9 @@ class ChannelProfile:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.channel not in CHANNEL_NAMES:
-            raise ValueError(f"unknown channel {self.channel!r}; known: {list(CHANNEL_NAMES)}")
+        self.link()  # checks channel, csi and k_factor
         if self.snr not in SNR_KINDS:
             raise ValueError(f"unknown snr kind {self.snr!r}; known: {list(SNR_KINDS)}")
-        _check_csi(self.csi)
         validate_snr_db(self.snr_db)
         if self.snr == "uniform":
             validate_snr_db([self.snr_low_db, self.snr_high_db])
@@ -359,8 +401,10 @@ class ChannelProfile:
             raise ValueError(f"snr_std_db must be finite and >= 0, got {self.snr_std_db!r}")
         if not (0.0 <= self.snr_rho <= 1.0):
             raise ValueError(f"snr_rho must be in [0, 1], got {self.snr_rho!r}")
-        if not math.isfinite(self.k_factor) or self.k_factor < 0:
-            raise ValueError(f"k_factor must be a finite number >= 0, got {self.k_factor!r}")
+
+    def link(self) -> EvalLink:
+        """This client's link (channel, K, CSI) without its SNR behaviour."""
+        return EvalLink(self.channel, self.k_factor, self.csi)
 
     def gauss_markov_snr_db(self, server_round: int) -> float:
         """The Gauss-Markov SNR of ``server_round`` (round 0 is the mean), deterministic per seed."""
@@ -390,26 +434,30 @@ class ChannelProfile:
 
     def make_channel(self, block_length: int | None = None) -> Channel:
         """The channel block this profile describes."""
-        return build_channel(self.channel, csi=self.csi, k_factor=self.k_factor, block_length=block_length)
+        return self.link().make_channel(block_length)
 
     def describe(self) -> str:
         """Short label, e.g. ``rayleigh@uniform(0,10)dB`` or ``rician(k=5)@gm(10,3,0.9)dB``."""
-        channel = f"rician(k={self.k_factor:g})" if self.channel == "rician" else self.channel
-        if self.csi != "perfect":
-            channel += f"[csi={self.csi}]"
         if self.snr == "uniform":
             snr = f"uniform({self.snr_low_db:g},{self.snr_high_db:g})"
         elif self.snr == "gauss_markov":
             snr = f"gm({self.snr_db:g},{self.snr_std_db:g},{self.snr_rho:g})"
         else:
             snr = f"{self.snr_db:g}"
-        return f"{channel}@{snr}dB"
+        return f"{self.link().describe()}@{snr}dB"
 
 
+_OPTION_FORMS = "[:k=<K>][:csi=perfect|none]"
 _PROFILE_FORMS = (
-    "accepted forms: '<channel>:<snr>[:k=<K>][:csi=perfect|none]' with <channel> in "
+    f"accepted forms: '<channel>:<snr>{_OPTION_FORMS}' with <channel> in "
     f"{list(CHANNEL_NAMES)} and <snr> one of '10' (fixed), '0~20' (uniform per sample), "
-    "'gm(10,3,0.9)' (Gauss-Markov mean,std,rho per round); e.g. 'awgn:0,rayleigh:0~20,rician:10:k=5'"
+    "'gm(10,3,0.9)' (Gauss-Markov mean,std,rho per round); k only for rician; an option left out "
+    "takes channel.k_factor / channel.csi; e.g. 'awgn:0,rayleigh:0~20,rician:10:k=5'"
+)
+_EVAL_FORMS = (
+    f"accepted forms: '<channel>{_OPTION_FORMS}' with <channel> in {list(CHANNEL_NAMES)}, no SNR "
+    "(channel.eval_snr_db gives it); k only for rician; an option left out takes channel.k_factor / "
+    "channel.csi; e.g. 'awgn', 'rayleigh:csi=none', 'rician:k=5'"
 )
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _UNIFORM_RE = re.compile(rf"^({_NUMBER})~({_NUMBER})$")
@@ -419,14 +467,34 @@ _FIXED_RE = re.compile(rf"^{_NUMBER}$")
 _ENTRY_SPLIT_RE = re.compile(r",(?![^()]*\))")
 
 
-def _parse_profile_entry(entry: str, seed: int) -> ChannelProfile:
+def _parse_link(entry: str, channel: str, options: list[str], csi: str, k_factor: float, forms: str) -> EvalLink:
+    """The link of one entry: its ``k=``/``csi=`` options over the defaults ``csi``/``k_factor``."""
+    if channel not in CHANNEL_NAMES:
+        raise ValueError(f"unknown channel {channel!r} in entry {entry!r}; {forms}")
+    for option in options:
+        key, sep, value = option.partition("=")
+        if key == "k" and sep and channel == "rician":
+            try:
+                k_factor = float(value)
+            except ValueError:
+                raise ValueError(f"malformed k in entry {entry!r}; {forms}") from None
+        elif key == "csi" and sep:
+            csi = value
+        else:
+            raise ValueError(f"unexpected option {option!r} in entry {entry!r}; {forms}")
+    try:
+        return EvalLink(channel, k_factor, csi)
+    except ValueError as error:
+        raise ValueError(f"invalid entry {entry!r}: {error}; {forms}") from None
+
+
+def _parse_profile_entry(entry: str, seed: int, csi: str, k_factor: float) -> ChannelProfile:
     parts = [part.strip() for part in entry.split(":")]
     if len(parts) < 2:
         raise ValueError(f"malformed channel entry {entry!r}; {_PROFILE_FORMS}")
-    channel, snr_text, options = parts[0].lower(), parts[1].replace(" ", ""), parts[2:]
-    if channel not in CHANNEL_NAMES:
-        raise ValueError(f"unknown channel {channel!r} in entry {entry!r}; {_PROFILE_FORMS}")
-    fields: dict[str, object] = {"channel": channel, "seed": seed}
+    snr_text = parts[1].replace(" ", "")
+    link = _parse_link(entry, parts[0].lower(), parts[2:], csi, k_factor, _PROFILE_FORMS)
+    fields: dict[str, object] = {"channel": link.channel, "k_factor": link.k_factor, "csi": link.csi, "seed": seed}
     if (match := _UNIFORM_RE.match(snr_text)) is not None:
         fields.update(snr="uniform", snr_low_db=float(match[1]), snr_high_db=float(match[2]))
         fields["snr_db"] = (float(match[1]) + float(match[2])) / 2
@@ -436,28 +504,21 @@ def _parse_profile_entry(entry: str, seed: int) -> ChannelProfile:
         fields.update(snr="fixed", snr_db=float(snr_text))
     else:
         raise ValueError(f"malformed SNR {snr_text!r} in entry {entry!r}; {_PROFILE_FORMS}")
-    for option in options:
-        key, sep, value = option.partition("=")
-        if key == "k" and sep and channel == "rician":
-            try:
-                fields["k_factor"] = float(value)
-            except ValueError:
-                raise ValueError(f"malformed k in entry {entry!r}; {_PROFILE_FORMS}") from None
-        elif key == "csi" and sep:
-            fields["csi"] = value
-        else:
-            raise ValueError(f"unexpected option {option!r} in entry {entry!r}; {_PROFILE_FORMS}")
     try:
         return ChannelProfile(**fields)  # type: ignore[arg-type]
     except ValueError as error:
         raise ValueError(f"invalid entry {entry!r}: {error}; {_PROFILE_FORMS}") from None
 
 
-def parse_channel_profiles(spec: str, num_clients: int, seed: int = 0) -> list[ChannelProfile]:
+def parse_channel_profiles(
+    spec: str, num_clients: int, seed: int = 0, *, csi: str = "perfect", k_factor: float = 3.0
+) -> list[ChannelProfile]:
     """Per-client profiles from one config line, e.g. ``"awgn:0,awgn:5,rayleigh:10,rician:20:k=5"``.
 
     Give one entry per client, or a single entry for all clients. Client ``i`` gets
     ``seed + i`` for its Gauss-Markov sequence, so clients with the same entry still differ.
+    ``csi`` and ``k_factor`` are the defaults for entries without ``:csi=`` / ``:k=`` (a config's
+    are ``channel.csi`` / ``channel.k_factor``: use :func:`client_profiles`).
     """
     if num_clients < 1:
         raise ValueError(f"num_clients must be >= 1, got {num_clients}")
@@ -471,4 +532,43 @@ def parse_channel_profiles(spec: str, num_clients: int, seed: int = 0) -> list[C
             f"channel spec {spec!r} has {len(entries)} entries but there are {num_clients} clients; "
             f"give 1 entry or {num_clients}; {_PROFILE_FORMS}"
         )
-    return [_parse_profile_entry(entry, seed + index) for index, entry in enumerate(entries)]
+    return [_parse_profile_entry(entry, seed + index, csi, k_factor) for index, entry in enumerate(entries)]
+
+
+def parse_eval_link(entry: str, *, csi: str = "perfect", k_factor: float = 3.0) -> EvalLink:
+    """One ``channel.eval_channels`` entry, e.g. ``"awgn"``, ``"rayleigh:csi=none"``, ``"rician:k=5"``.
+
+    The options are those of a client entry, without its SNR part; ``csi`` and ``k_factor`` are the
+    defaults for an entry that does not set them. A malformed entry raises ``ValueError`` naming
+    it and listing the accepted forms.
+    """
+    channel, *options = [part.strip() for part in entry.split(":")]
+    return _parse_link(entry, channel.lower(), options, csi, k_factor, _EVAL_FORMS)
+
+
+def client_profiles(config: ChannelConfig, num_clients: int, seed: int = 0, spec: str | None = None) -> list[ChannelProfile]:
+    """The clients' profiles from ``config.clients`` (or ``spec``, e.g. a node's own ``channel=``
+    entry), with ``config.csi`` / ``config.k_factor`` as the defaults entries may override."""
+    line = config.clients if spec is None else spec
+    return parse_channel_profiles(line, num_clients, seed, csi=config.csi, k_factor=config.k_factor)
+
+
+def eval_links(config: ChannelConfig, num_clients: int) -> list[EvalLink]:
+    """The links the final SNR sweep evaluates, in order, each with a distinct label.
+
+    ``config.eval_channels`` as given (entries parsed by :func:`parse_eval_link`), or, when it is
+    ``None``, the training links: the distinct links of the clients, in client order, so every
+    client's channel is evaluated with the K and CSI it trained with. Two links with the same
+    :meth:`EvalLink.describe` label behave the same; a list that names one twice raises ``ValueError``.
+    """
+    if config.eval_channels is None:
+        links: dict[str, EvalLink] = {}
+        for profile in client_profiles(config, num_clients):
+            links.setdefault(profile.link().describe(), profile.link())
+        return list(links.values())
+    parsed = [parse_eval_link(entry, csi=config.csi, k_factor=config.k_factor) for entry in config.eval_channels]
+    labels = [link.describe() for link in parsed]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ValueError(f"eval channels {list(config.eval_channels)} name the same link more than once: {repeated}")
+    return parsed

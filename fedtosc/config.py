@@ -8,6 +8,7 @@ value of the wrong type stops the run before any work (Hydra names the key), and
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,13 +92,22 @@ class StudentConfig:
 
 @dataclass
 class ChannelConfig:
-    # One entry per client (or one entry for all): `awgn:10`, `rayleigh:0~20`, `awgn:gm(10,3,0.9)`, `rician:10:k=5`
+    """Client links, and the links and SNRs the final sweep evaluates.
+
+    One source of truth for CSI and Rician K: an entry's own `:csi=` / `:k=` decide its link, in
+    `clients` and in `eval_channels` alike; `csi` and `k_factor` are the defaults for entries that
+    do not say (fedtosc.channels.client_profiles / eval_links apply them).
+    """
+
+    # One entry per client (or one entry for all): `awgn:10`, `rayleigh:0~20`, `awgn:gm(10,3,0.9)`, `rician:10:k=5:csi=none`
     clients: str = "awgn:0,awgn:5,awgn:10,awgn:20"
-    csi: str = "perfect"  # perfect | none
+    csi: str = "perfect"  # perfect | none: default for entries without `:csi=`
+    k_factor: float = 3.0  # Rician K (linear): default for rician entries without `:k=`
     block_length: int | None = None
-    eval_channels: list[str] = field(default_factory=lambda: ["awgn", "rayleigh"])
+    # Entries as in `clients` minus the SNR (`awgn`, `rayleigh:csi=none`, `rician:k=5`), each swept
+    # over eval_snr_db; null: the clients' distinct links, each with the K and CSI it trained with.
+    eval_channels: list[str] | None = None
     eval_snr_db: list[float] = field(default_factory=lambda: [-5.0, 0.0, 5.0, 10.0, 15.0, 20.0])
-    eval_k_factor: float = 3.0
     snr_min_db: float = -30.0
     snr_max_db: float = 50.0
 
@@ -236,6 +246,8 @@ def check_ranges(config: ExperimentConfig) -> None:
     for snr_db in config.channel.eval_snr_db:
         if not low <= snr_db <= high:
             raise ConfigError(f"channel.eval_snr_db has {snr_db}, outside [{low}, {high}] dB (channel.snr_min_db/snr_max_db)")
+    if not (math.isfinite(config.channel.k_factor) and config.channel.k_factor >= 0):
+        raise ConfigError(f"channel.k_factor={config.channel.k_factor} must be a finite number >= 0")
     if config.federation.min_train_clients is not None and not (
         1 <= config.federation.min_train_clients <= config.federation.num_clients
     ):
@@ -247,12 +259,16 @@ def check_ranges(config: ExperimentConfig) -> None:
     except ValueError as error:
         raise ConfigError(f"federation.inject_faults: {error}") from error
     # Parsing the client channel line checks its entry count against num_clients and every SNR.
-    from fedtosc.channels import parse_channel_profiles
+    from fedtosc.channels import client_profiles, eval_links
 
     try:
-        parse_channel_profiles(config.channel.clients, config.federation.num_clients)
+        client_profiles(config.channel, config.federation.num_clients)
     except ValueError as error:
         raise ConfigError(f"channel.clients: {error}") from error
+    try:
+        eval_links(config.channel, config.federation.num_clients)
+    except ValueError as error:
+        raise ConfigError(f"channel.eval_channels: {error}") from error
 
 
 _SCHEMA_NAME = "fedtosc_schema"

@@ -1,6 +1,6 @@
-"""Evaluation of a (global) student: accuracy against SNR per channel, channel uses, size, latency.
+"""Evaluation of a (global) student: accuracy against SNR per link, channel uses, size, latency.
 
-Evaluation is deterministic: the channel noise and fading are seeded per (channel, SNR), so
+Evaluation is deterministic: the channel noise and fading are seeded per (link, SNR), so
 two students are compared on the same channel realizations.
 """
 
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
-from fedtosc.channels import build_channel, seed_channels
+from fedtosc.channels import EvalLink, seed_channels
 from fedtosc.config import ChannelConfig
 from fedtosc.data.datasets import ImageDataset
 from fedtosc.models.student import StudentCodec
@@ -38,21 +38,29 @@ def accuracy_at_snr(
 
 
 def snr_sweep(
-    student: StudentCodec, data: ImageDataset, config: ChannelConfig, batch_size: int, device: torch.device, seed: int
+    student: StudentCodec,
+    data: ImageDataset,
+    links: Sequence[EvalLink],
+    config: ChannelConfig,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Accuracy for each eval channel and SNR, and channel uses at each SNR.
+    """Accuracy for each link (e.g. from `fedtosc.channels.eval_links`) at each of
+    `config.eval_snr_db`, and channel uses at each SNR.
 
-    Keys are strings (`"awgn"`, `"10.0"`) so the result is JSON as it stands.
+    Keys are strings, the link's `describe()` label (`"awgn"`, `"rician(k=5)"`) and the SNR
+    (`"10.0"`), so the result is JSON as it stands.
     """
     accuracy: dict[str, dict[str, float]] = {}
     channel_uses: dict[str, float] = {}
-    for name in config.eval_channels:
-        channel = build_channel(name, csi=config.csi, k_factor=config.eval_k_factor, block_length=config.block_length)
-        accuracy[name] = {}
+    for link in links:
+        channel = link.make_channel(config.block_length)
+        curve = accuracy[link.describe()] = {}
         for snr_db in config.eval_snr_db:
             seed_channels(seed)
             acc, uses = accuracy_at_snr(student, data, channel, snr_db, batch_size, device)
-            accuracy[name][str(float(snr_db))] = acc
+            curve[str(float(snr_db))] = acc
             channel_uses[str(float(snr_db))] = uses
     return accuracy, channel_uses
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
 
-from fedtosc.channels import ChannelProfile, parse_channel_profiles
+from fedtosc.channels import ChannelProfile, client_profiles
 from fedtosc.config import ExperimentConfig, config_from_json
 from fedtosc.experiment import Experiment, load_experiment
 from fedtosc.knowledge.store import export_slice, import_slice
@@ -86,8 +86,8 @@ def node_facts(context: Context, config: ExperimentConfig) -> NodeFacts:
 
 def client_profile(config: ExperimentConfig, partition_id: int, override: object | None = None) -> ChannelProfile:
     if override:
-        return parse_channel_profiles(str(override), 1, seed=config.seed + partition_id)[0]
-    return parse_channel_profiles(config.channel.clients, config.federation.num_clients, seed=config.seed)[partition_id]
+        return client_profiles(config.channel, 1, seed=config.seed + partition_id, spec=str(override))[0]
+    return client_profiles(config.channel, config.federation.num_clients, seed=config.seed)[partition_id]
 
 
 def knowledge_record(store, indices: np.ndarray) -> RecordDict:  # noqa: ANN001 - KnowledgeStore

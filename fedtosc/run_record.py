@@ -7,6 +7,7 @@ instead. `finish` runs the final SNR sweep and writes the same results either wa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
-from fedtosc.channels import build_channel, parse_channel_profiles, seed_channels
+from fedtosc.channels import build_channel, client_profiles, eval_links, seed_channels
 from fedtosc.config import ExperimentConfig, config_from_json
 from fedtosc.evaluation import accuracy_at_snr, encoder_latency_ms, model_size, snr_sweep
 from fedtosc.experiment import Experiment, embedding_width, experiment_student
@@ -136,8 +137,9 @@ class RunRecorder:
 
     def finish(self, student: StudentCodec) -> dict:
         config = self.config
+        links = eval_links(config.channel, config.federation.num_clients)
         accuracy, channel_uses = snr_sweep(
-            student, self.experiment.splits.test, config.channel, config.train.eval_batch_size, self.device, config.seed
+            student, self.experiment.splits.test, links, config.channel, config.train.eval_batch_size, self.device, config.seed
         )
         save_file({k: v.contiguous().cpu() for k, v in student.state_dict().items()}, str(self.run_dir / "student.safetensors"))
         header = self.store.header
@@ -161,8 +163,14 @@ class RunRecorder:
                 "num_clients": config.federation.num_clients,
                 "rounds": config.federation.rounds,
                 "strategy": config.strategy.name,
-                "client_snr_db": [nominal_snr_db(p) for p in parse_channel_profiles(config.channel.clients, config.federation.num_clients)],
+                "client_snr_db": [nominal_snr_db(p) for p in client_profiles(config.channel, config.federation.num_clients)],
                 "client_channel_profiles": {str(n["partition-id"]): n["channel-profile"] for n in self.nodes.values()},
+            },
+            "evaluation": {
+                # Where the links came from: an explicit list, or the clients' own links (eval_channels=null).
+                "source": "channel.clients" if config.channel.eval_channels is None else "channel.eval_channels",
+                "links": [{"label": link.describe(), **dataclasses.asdict(link)} for link in links],
+                "snr_db": [float(snr_db) for snr_db in config.channel.eval_snr_db],
             },
             "accuracy_vs_snr": accuracy,
             "channel_uses": channel_uses,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from fedtosc.channels import parse_channel_profiles
+from fedtosc.channels import client_profiles
 from fedtosc.config import ExperimentConfig
 
 __all__ = ["write_run_dir"]
@@ -37,7 +37,7 @@ def write_run_dir(
     config.federation.num_clients, config.federation.rounds = 2, rounds
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
-    profiles = parse_channel_profiles(clients, 2)
+    profiles = client_profiles(config.channel, 2)
     with (run_dir / "metrics.jsonl").open("w") as stream:
         for round_number in range(1, rounds + 1):
             per_client = [

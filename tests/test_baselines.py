@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from fedtosc.centralized import pooled_client_data
-from fedtosc.channels import parse_channel_profiles
+from fedtosc.channels import client_profiles
 from fedtosc.cli import main
 from fedtosc.config import load_config
 from fedtosc.experiment import ensure_knowledge, load_experiment, load_teacher
@@ -49,7 +49,7 @@ def test_each_baseline_trains_one_step_with_what_it_claims(method: str, cache: P
     train = experiment.splits.train
     student = build_student(train.image_shape[0], len(train.class_names), config.student)
     before = [p.detach().clone() for p in student.parameters()]
-    profile = parse_channel_profiles(config.channel.clients, config.federation.num_clients)[0]
+    profile = client_profiles(config.channel, config.federation.num_clients)[0]
     metrics = train_student(
         student, batch, profile=profile, channel=profile.make_channel(), config=config, server_round=1,
         generator=torch.Generator().manual_seed(0), device=_CPU,

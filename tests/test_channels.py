@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,16 +15,23 @@ from fedtosc.channels import (
     SNR_DB_LIMITS,
     AWGNChannel,
     ChannelProfile,
+    EvalLink,
     RayleighChannel,
     RicianChannel,
     build_channel,
+    client_profiles,
     complex_to_real,
+    eval_links,
     normalize_power,
     parse_channel_profiles,
+    parse_eval_link,
     real_to_complex,
     seed_channels,
     validate_snr_db,
 )
+from fedtosc.config import ChannelConfig
+from fedtosc.data.datasets import ImageDataset
+from fedtosc.evaluation import snr_sweep
 
 BATCH, CHANNEL_USES = 256, 128
 FADING_CHANNELS = [
@@ -339,6 +347,104 @@ def test_parse_channel_profiles_rejects_bad_entries_naming_them_and_the_forms(en
     with pytest.raises(ValueError, match="accepted forms") as error:
         parse_channel_profiles(entry, 1)
     assert repr(entry) in str(error.value)
+
+
+def test_client_entries_without_csi_or_k_take_the_defaults_and_entries_that_say_win() -> None:
+    spec = "rician:10, rician:10:k=5, rayleigh:0~20:csi=perfect, rayleigh:5"
+    silent_k, own_k, own_csi, silent_csi = parse_channel_profiles(spec, 4, csi="none", k_factor=2.0)
+    assert (silent_k.k_factor, silent_k.csi) == (2.0, "none")
+    assert (own_k.k_factor, own_k.csi) == (5.0, "none")
+    assert (own_csi.csi, silent_csi.csi) == ("perfect", "none")
+    # Without defaults given, a silent entry is perfect CSI and K=3, as before.
+    assert parse_channel_profiles("rician:10", 1)[0].link() == EvalLink("rician", 3.0, "perfect")
+
+
+def test_client_profiles_apply_the_config_defaults_to_the_clients_line_or_a_node_entry() -> None:
+    config = ChannelConfig(clients="rician:10,rician:0:k=9", csi="none", k_factor=6.0)
+    assert [p.describe() for p in client_profiles(config, 2)] == ["rician(k=6)[csi=none]@10dB", "rician(k=9)[csi=none]@0dB"]
+    [node] = client_profiles(config, 1, seed=7, spec="rayleigh:5")
+    assert (node.describe(), node.seed) == ("rayleigh[csi=none]@5dB", 7)
+
+
+@pytest.mark.parametrize(
+    ("entry", "link"),
+    [
+        ("awgn", EvalLink("awgn", 4.0, "perfect")),
+        ("Rayleigh", EvalLink("rayleigh", 4.0, "perfect")),
+        ("rayleigh:csi=none", EvalLink("rayleigh", 4.0, "none")),
+        ("rician", EvalLink("rician", 4.0, "perfect")),
+        ("rician:k=3:csi=none", EvalLink("rician", 3.0, "none")),
+        (" rician : csi=none : k=0.5 ", EvalLink("rician", 0.5, "none")),
+    ],
+)
+def test_parse_eval_link_reads_client_entry_options_over_the_defaults(entry: str, link: EvalLink) -> None:
+    assert parse_eval_link(entry, csi="perfect", k_factor=4.0) == link
+
+
+@pytest.mark.parametrize(
+    "entry", ["fading", "", "rician:10", "awgn:k=3", "rician:k=x", "rician:k=-1", "rayleigh:csi=partial", "rician:q=1"]
+)
+def test_parse_eval_link_rejects_malformed_entries_naming_them_and_the_forms(entry: str) -> None:
+    with pytest.raises(ValueError, match="accepted forms: '<channel>\\[:k=<K>\\]") as error:
+        parse_eval_link(entry)
+    assert repr(entry) in str(error.value)
+    assert "no SNR" in str(error.value)
+
+
+def test_eval_link_labels_show_only_what_changes_the_channel() -> None:
+    labels = [
+        EvalLink("awgn", 9.0, "none").describe(),  # AWGN: no fading, so neither K nor CSI matters
+        EvalLink("rayleigh", 9.0, "perfect").describe(),
+        EvalLink("rayleigh", 9.0, "none").describe(),
+        EvalLink("rician", 5.0, "perfect").describe(),
+        EvalLink("rician", 0.5, "none").describe(),
+    ]
+    assert labels == ["awgn", "rayleigh", "rayleigh[csi=none]", "rician(k=5)", "rician(k=0.5)[csi=none]"]
+    channel = EvalLink("rician", 5.0, "none").make_channel(block_length=2)
+    assert isinstance(channel, RicianChannel) and (channel.k_factor, channel.csi, channel.block_length) == (5.0, "none", 2)
+
+
+def test_eval_links_by_default_are_the_distinct_training_links_in_client_order() -> None:
+    config = ChannelConfig(clients="rician:10:k=5,awgn:0,rayleigh:0~20:csi=none,awgn:20,rician:0:k=5,rician:5")
+    assert config.eval_channels is None
+    links = eval_links(config, 6)
+    assert [link.describe() for link in links] == ["rician(k=5)", "awgn", "rayleigh[csi=none]", "rician(k=3)"]
+    assert links[0] == EvalLink("rician", 5.0, "perfect")
+
+
+def test_eval_links_from_a_list_take_the_config_defaults_and_refuse_a_repeated_link() -> None:
+    config = ChannelConfig(eval_channels=["awgn", "rician", "rayleigh:csi=perfect"], csi="none", k_factor=7.0)
+    assert [link.describe() for link in eval_links(config, 4)] == ["awgn", "rician(k=7)[csi=none]", "rayleigh"]
+    repeated = ChannelConfig(eval_channels=["rician:k=3", "rician"])
+    with pytest.raises(ValueError, match=r"more than once: \['rician\(k=3\)'\]"):
+        eval_links(repeated, 4)
+
+
+class _ChannelRecorder(torch.nn.Module):
+    """Stands in for a student: answers class 0 and notes the channel of every batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.channels: list[torch.nn.Module] = []
+
+    def forward(self, images: torch.Tensor, snr_db: torch.Tensor, channel: torch.nn.Module) -> SimpleNamespace:
+        self.channels.append(channel)
+        batch = images.shape[0]
+        return SimpleNamespace(logits=torch.eye(2)[[0] * batch], channel_uses=torch.full((batch,), 4.0))
+
+
+def test_snr_sweep_keys_curves_by_link_label_and_evaluates_each_link_as_configured() -> None:
+    data = ImageDataset(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 0, 1, 1]), ("a", "b"))
+    links = [EvalLink("awgn"), EvalLink("rician", 5.0, "none"), EvalLink("rayleigh", csi="none")]
+    student = _ChannelRecorder()
+    config = ChannelConfig(eval_snr_db=[0.0, 10.0], block_length=3)
+    accuracy, uses = snr_sweep(student, data, links, config, batch_size=4, device=torch.device("cpu"), seed=0)  # type: ignore[arg-type]
+    assert accuracy == {label: {"0.0": 0.5, "10.0": 0.5} for label in ("awgn", "rician(k=5)[csi=none]", "rayleigh[csi=none]")}
+    assert uses == {"0.0": 4.0, "10.0": 4.0}
+    awgn, _, rician, _, rayleigh, _ = student.channels  # one batch per (link, SNR)
+    assert isinstance(awgn, AWGNChannel)
+    assert isinstance(rician, RicianChannel) and (rician.k_factor, rician.csi, rician.block_length) == (5.0, "none", 3)
+    assert isinstance(rayleigh, RayleighChannel) and rayleigh.csi == "none"
 
 
 @settings(max_examples=20, deadline=None)

@@ -66,4 +66,14 @@ def test_centralized_epoch_lines_move_no_bytes_and_results_say_centralized(tmp_p
     ]
     results = recorder.finish(student)
     assert results["federation"]["mode"] == "centralized"
+    config = assets[0]
+    assert results["evaluation"] == {
+        "source": "channel.eval_channels",
+        "links": [
+            {"label": "awgn", "channel": "awgn", "k_factor": 3.0, "csi": "perfect"},
+            {"label": "rayleigh", "channel": "rayleigh", "k_factor": 3.0, "csi": "perfect"},
+        ],
+        "snr_db": config.channel.eval_snr_db,
+    }
+    assert list(results["accuracy_vs_snr"]) == [link["label"] for link in results["evaluation"]["links"]]
     assert (tmp_path / "channel_uses.png").is_file() and (tmp_path / "accuracy_vs_snr.png").is_file()
