@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from fedtosc.config import ExperimentConfig
+from fedtosc.config import ConfigError, ExperimentConfig
 from fedtosc.data import DataPlan, DataSplits, load_dataset, plan_data
 from fedtosc.knowledge.builder import build_knowledge
 from fedtosc.knowledge.codecs import build_codec
@@ -123,6 +123,7 @@ def knowledge_path(experiment: Experiment, teacher: Teacher) -> Path:
 
 def ensure_knowledge(experiment: Experiment, teacher: Teacher, device: torch.device) -> KnowledgeStore:
     """The store for this teacher, data and codec: opened from cache, or built once now."""
+    _check_codec_fits_teacher(experiment.config, teacher)
     path = knowledge_path(experiment, teacher)
     expect = {"teacher_id": teacher.teacher_id, "dataset_fingerprint": experiment.dataset_fingerprint}
     if path.is_file():
@@ -143,6 +144,16 @@ def ensure_knowledge(experiment: Experiment, teacher: Teacher, device: torch.dev
         device=device,
         extra={"teacher": summary},
     )
+
+
+def _check_codec_fits_teacher(config: ExperimentConfig, teacher: Teacher) -> None:
+    """Settings only the teacher can check, before its pass over the data rather than after."""
+    width = int(teacher.linear_head()[0].shape[1])
+    if config.knowledge.codec == "pca_embedding" and config.knowledge.pca_dim > width:
+        raise ConfigError(
+            f"knowledge.pca_dim={config.knowledge.pca_dim} exceeds the teacher's embedding width {width} "
+            f"({teacher.display_name}): use knowledge.pca_dim <= {width}"
+        )
 
 
 def prepare_server(config: ExperimentConfig) -> tuple[Experiment, Teacher, KnowledgeStore]:

@@ -1,8 +1,9 @@
 """Specification of the baselines (conf/method) and of `fedtosc train`, on the embedded digits.
 
-Every method runs a training step with what it claims to use (teacher knowledge or not, the
-rate term or not, the channel-adaptive module or not); `fedtosc train` writes the same run
-directory as a federated run.
+Every method runs a training step with what it claims to use, checked on the built student and
+the loss, not only on the key: teacher knowledge (pre-stored, online or none), the IB rate term,
+the channel-use penalty, the SNR gate, the learned rate controller and the receiver's channel
+state. `fedtosc train` writes the same run directory as a federated run.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from fedtosc.centralized import pooled_client_data
 from fedtosc.channels import client_profiles
 from fedtosc.cli import main
 from fedtosc.config import load_config
-from fedtosc.experiment import ensure_knowledge, load_experiment, load_teacher
-from fedtosc.models.student import build_student
+from fedtosc.experiment import embedding_width, ensure_knowledge, experiment_student, load_experiment, load_teacher
 from fedtosc.results import RESULTS_KEYS
 from fedtosc.training import LocalData, train_student
 
@@ -38,7 +38,18 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")  # one teacher and store shared by every method
 
 
-@pytest.mark.parametrize("method", ["full", "labels_only", "online_kd", "no_adaptive", "no_ib"])
+# What each method turns off (docs/architecture.md, "Baselines"): a missing entry means "kept".
+_OFF: dict[str, set[str]] = {
+    "full": set(),
+    "labels_only": {"knowledge"},
+    "online_kd": {"prestored"},
+    "no_adaptive": {"gate", "controller", "receiver_state"},
+    "no_ib": {"ib"},
+    "fixed_rate": {"controller"},
+}
+
+
+@pytest.mark.parametrize("method", sorted(_OFF))
 def test_each_baseline_trains_one_step_with_what_it_claims(method: str, cache: Path) -> None:
     config = _config(cache, method)
     experiment = load_experiment(config)
@@ -46,8 +57,7 @@ def test_each_baseline_trains_one_step_with_what_it_claims(method: str, cache: P
     store = ensure_knowledge(experiment, teacher, _CPU)
     pooled = pooled_client_data(experiment, store if config.knowledge.mode == "prestored" else None)
     batch = LocalData(**{f.name: None if getattr(pooled, f.name) is None else getattr(pooled, f.name)[:32] for f in fields(LocalData)})
-    train = experiment.splits.train
-    student = build_student(train.image_shape[0], len(train.class_names), config.student)
+    student = experiment_student(experiment, embedding_width(config, store))
     before = [p.detach().clone() for p in student.parameters()]
     profile = client_profiles(config.channel, config.federation.num_clients)[0]
     metrics = train_student(
@@ -55,12 +65,18 @@ def test_each_baseline_trains_one_step_with_what_it_claims(method: str, cache: P
         generator=torch.Generator().manual_seed(0), device=_CPU,
         online_teacher=teacher if config.knowledge.mode == "online" else None,
     )
+    off = _OFF[method]
     assert all(math.isfinite(value) for value in metrics.values())
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
-    uses_teacher = method != "labels_only"
-    assert (metrics["train_kd"] > 0) == uses_teacher
-    assert (metrics["train_rate"] > 0) == (method != "no_ib")
-    assert (student.snr_gate is not None) == (method != "no_adaptive")
+    assert (metrics["train_kd"] > 0) == ("knowledge" not in off)
+    assert (config.knowledge.mode == "prestored") == ("knowledge" not in off and "prestored" not in off)
+    assert (config.loss.beta > 0) == (metrics["train_rate"] > 0) == ("ib" not in off)
+    assert config.loss.rate_weight > 0 and metrics["train_channel_uses"] > 0  # the penalty is never off
+    assert (student.snr_gate is not None) == ("gate" not in off)
+    assert (student.rate is not None) == ("controller" not in off)
+    state_inputs = 2 * config.student.channel_uses  # each symbol's SNR and whether it was sent
+    expected_inputs = 2 * config.student.channel_uses + (0 if "receiver_state" in off else state_inputs)
+    assert student.decoder[0].in_features == expected_inputs
 
 
 @pytest.mark.slow  # trains a teacher and a student, sweeps SNRs, times the encoder: ~10 s of CPU
