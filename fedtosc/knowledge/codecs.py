@@ -49,12 +49,17 @@ class TeacherOutputs:
 class Knowledge:
     """What a student trains on, decoded.
 
-    `probs`: [N, C] float32 soft labels at the codec's temperature, rows sum to 1 (None for
-    embedding codecs). `embeddings`: [N, D] float32 (None for soft-label codecs).
+    `probs`: [R, C] float32 soft labels at the codec's temperature, rows sum to 1 (None for
+    embedding codecs). `embeddings`: [R, D] float32 (None for soft-label codecs).
+    `view_params`: None when each sample has one view, the image as stored (R = N rows);
+    with K > 1 augmented views (knowledge/views.py) int16 [N, K, 5], and the R = N * K rows
+    are sample-major: row i * K + v is the teacher's output on
+    `apply_views(image_i, view_params[i, v])`.
     """
 
     probs: torch.Tensor | None
     embeddings: torch.Tensor | None
+    view_params: torch.Tensor | None = None
 
 
 class KnowledgeCodec(ABC):
