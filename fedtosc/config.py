@@ -119,6 +119,10 @@ class KnowledgeConfig:
     k: int = 5
     temperature: float = 4.0
     pca_dim: int = 32
+    # FKD-style consistency: the teacher labels this many augmented views (crop + flip) per image,
+    # each stored with its parameters for clients to replay; 1 = the image as stored.
+    views: int = 1
+    view_seed: int = 0  # draws the views once per store, independent of the experiment's seed
     cache_dir: str = "~/.cache/fedtosc/knowledge"
 
 
@@ -201,7 +205,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 _POSITIVE: tuple[str, ...] = (
     "teacher.width", "teacher.batch_size", "student.width", "student.feature_dim",
     "student.channel_uses", "student.min_channel_uses", "knowledge.k", "knowledge.temperature",
-    "knowledge.pca_dim", "train.local_epochs", "train.batch_size", "train.lr",
+    "knowledge.pca_dim", "knowledge.views", "train.local_epochs", "train.batch_size", "train.lr",
     "train.eval_batch_size", "federation.num_clients", "federation.rounds",
     "federation.client_cpus", "federation.dirichlet_alpha", "federation.classes_per_client",
     "federation.round_timeout_s", "federation.connect_timeout_s",
@@ -209,6 +213,7 @@ _POSITIVE: tuple[str, ...] = (
 _NON_NEGATIVE: tuple[str, ...] = (
     "teacher.epochs", "loss.kd_weight", "loss.ce_weight", "loss.beta", "loss.beta_warmup_rounds",
     "loss.feature_weight", "loss.rate_weight", "train.weight_decay", "strategy.proximal_mu", "strategy.server_lr", "strategy.snr_weight_alpha", "seed",
+    "knowledge.view_seed",
 )
 _FRACTIONS: tuple[str, ...] = ("dataset.test_fraction", "dataset.server_fraction", "dataset.label_fraction", "federation.fraction_train")
 

@@ -107,25 +107,31 @@ def codec_for(config: ExperimentConfig):  # noqa: ANN201 - a KnowledgeCodec
 
 def knowledge_path(experiment: Experiment, teacher: Teacher) -> Path:
     codec = codec_for(experiment.config)
-    key = json.dumps(
-        {
-            "teacher": teacher.teacher_id,
-            "data": experiment.dataset_fingerprint,
-            "indices": hashlib.sha256(experiment.plan.distillation_indices.tobytes()).hexdigest(),
-            "codec": codec.name,
-            "params": codec.params(),
-        },
-        sort_keys=True,
-    )
+    knowledge = experiment.config.knowledge
+    fields = {
+        "teacher": teacher.teacher_id,
+        "data": experiment.dataset_fingerprint,
+        "indices": hashlib.sha256(experiment.plan.distillation_indices.tobytes()).hexdigest(),
+        "codec": codec.name,
+        "params": codec.params(),
+    }
+    if knowledge.views > 1:  # one view keeps the key it had before views existed: cached stores stay valid
+        fields |= {"views": knowledge.views, "view_seed": knowledge.view_seed}
+    key = json.dumps(fields, sort_keys=True)
     name = f"{codec.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
-    return Path(experiment.config.knowledge.cache_dir).expanduser() / name
+    return Path(knowledge.cache_dir).expanduser() / name
 
 
 def ensure_knowledge(experiment: Experiment, teacher: Teacher, device: torch.device) -> KnowledgeStore:
     """The store for this teacher, data and codec: opened from cache, or built once now."""
     _check_codec_fits_teacher(experiment.config, teacher)
     path = knowledge_path(experiment, teacher)
-    expect = {"teacher_id": teacher.teacher_id, "dataset_fingerprint": experiment.dataset_fingerprint}
+    knowledge = experiment.config.knowledge
+    expect = {
+        "teacher_id": teacher.teacher_id,
+        "dataset_fingerprint": experiment.dataset_fingerprint,
+        "views": str(knowledge.views),
+    }
     if path.is_file():
         try:
             return KnowledgeStore.open(path, expect=expect)
@@ -143,6 +149,8 @@ def ensure_knowledge(experiment: Experiment, teacher: Teacher, device: torch.dev
         batch_size=experiment.config.teacher.batch_size,
         device=device,
         extra={"teacher": summary},
+        views=knowledge.views,
+        view_seed=knowledge.view_seed,
     )
 
 

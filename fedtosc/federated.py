@@ -19,6 +19,7 @@ from fedtosc.channels import ChannelProfile, client_profiles
 from fedtosc.config import ExperimentConfig, config_from_json
 from fedtosc.experiment import Experiment, load_experiment
 from fedtosc.knowledge.store import export_slice, import_slice
+from fedtosc.knowledge.views import identity_views
 from fedtosc.training import LocalData
 
 __all__ = [
@@ -113,7 +114,7 @@ def local_data(experiment: Experiment, partition_id: int, knowledge: RecordDict 
     indices = np.concatenate([private, plan.transfer_indices])
     train = experiment.splits.train
     index = torch.as_tensor(indices)
-    teacher_probs = teacher_embeddings = with_knowledge = None
+    teacher_probs = teacher_embeddings = view_params = with_knowledge = None
     if knowledge is not None:
         arrays = {name: array.numpy() for name, array in knowledge.array_records["knowledge"].items()}
         header = {name: str(value) for name, value in knowledge.config_records["knowledge-header"].items()}
@@ -127,21 +128,33 @@ def local_data(experiment: Experiment, partition_id: int, knowledge: RecordDict 
         # Embedding stores carry the teacher's head: their soft labels come from it, on the node.
         teacher_probs = decoded.soft_labels(experiment.config.knowledge.temperature)
         teacher_embeddings = decoded.embeddings
+        view_params = decoded.view_params
+        if view_params is not None:  # K views: rows become [n, K, ...], row-aligned with the images
+            views = view_params.shape[1]
+            teacher_probs, teacher_embeddings = (
+                None if values is None else values.reshape(len(received_indices), views, -1)
+                for values in (teacher_probs, teacher_embeddings)
+            )
         if len(plan.transfer_indices):
-            # Transfer-set mode: private rows carry no teacher knowledge (zeros, masked out of the KD terms).
+            # Transfer-set mode: private rows carry no teacher knowledge (zeros, masked out of the KD terms)
+            # and are seen as stored.
             with_knowledge = torch.arange(len(indices)) >= len(private)
             teacher_probs, teacher_embeddings = (
                 _pad_front(values, len(private)) for values in (teacher_probs, teacher_embeddings)
             )
+            if view_params is not None:
+                image_size = tuple(train.image_shape[1:])
+                view_params = torch.cat([identity_views(len(private), view_params.shape[1], image_size), view_params])
     return LocalData(
         images=train.images[index],
         labels=train.labels[index],
         labelled=torch.as_tensor(plan.labelled[indices]),
         teacher_probs=teacher_probs,
         teacher_embeddings=teacher_embeddings,
+        view_params=view_params,
         with_knowledge=with_knowledge,
     )
 
 
 def _pad_front(values: torch.Tensor | None, rows: int) -> torch.Tensor | None:
-    return None if values is None else torch.cat([values.new_zeros(rows, values.shape[1]), values])
+    return None if values is None else torch.cat([values.new_zeros(rows, *values.shape[1:]), values])

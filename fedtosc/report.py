@@ -218,6 +218,7 @@ def _knowledge_table(results: dict[str, Any]) -> str:
     return _table([
         ("mode", knowledge["mode"]),
         ("codec", f"{knowledge['codec']} {json.dumps(knowledge.get('codec_params', {}), sort_keys=True)}"),
+        ("views per sample", knowledge.get("views", 1)),  # runs recorded before views had one
         ("bytes per sample", f"{knowledge['bytes_per_sample']:.1f}"),
         ("samples", f"{knowledge['num_samples']:,}"),
         ("store size", _bytes(store_bytes)),

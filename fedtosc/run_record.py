@@ -153,6 +153,7 @@ class RunRecorder:
                 "mode": config.knowledge.mode,
                 "codec": header.codec,
                 "codec_params": header.codec_params,
+                "views": header.views,
                 "bytes_per_sample": self.store.bytes_per_sample,
                 "num_samples": header.num_samples,
                 "build_seconds": header.extra["build_seconds"],

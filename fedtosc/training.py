@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from fedtosc.channels import Channel, ChannelProfile
 from fedtosc.config import ExperimentConfig
+from fedtosc.knowledge.views import apply_views
 from fedtosc.losses import beta_at_round, ib_distillation_loss
 from fedtosc.models.student import StudentCodec
 from fedtosc.models.teachers import Teacher
@@ -33,8 +34,11 @@ class LocalData:
     images: torch.Tensor  # uint8 [n, C, H, W]
     labels: torch.Tensor  # int64 [n]
     labelled: torch.Tensor  # bool [n]: may the label be used?
-    teacher_probs: torch.Tensor | None = None  # float32 [n, classes] at the knowledge temperature
-    teacher_embeddings: torch.Tensor | None = None  # float32 [n, D]: embedding knowledge, decoded
+    # Knowledge, decoded: soft labels at the knowledge temperature [n, classes] and embeddings [n, D];
+    # with K augmented views (knowledge.views) [n, K, classes] / [n, K, D], one row per view.
+    teacher_probs: torch.Tensor | None = None
+    teacher_embeddings: torch.Tensor | None = None
+    view_params: torch.Tensor | None = None  # int16 [n, K, 5]: the views the teacher saw (knowledge/views.py)
     with_knowledge: torch.Tensor | None = None  # bool [n]: rows the knowledge covers (None: all)
 
     def __len__(self) -> int:
@@ -73,14 +77,15 @@ def train_student(
         order = torch.randperm(len(data), generator=generator)
         for start in range(0, len(data), config.train.batch_size):
             rows = order[start : start + config.train.batch_size]
-            images = data.images[rows].to(device).float().div(255.0)
+            view = _draw_views(data, rows, generator)
+            images = _batch_images(data, rows, view).to(device)
             labels = data.labels[rows].to(device)
             # A single link draws nothing here, so a client's random stream is as before.
             link = int(torch.randint(len(profiles), (1,), generator=generator)) if len(profiles) > 1 else 0
             snr_db = profiles[link].sample_snr_db(len(rows), server_round, generator).to(device)
             output = student(images, snr_db, channels[link])
-            teacher_probs = _teacher_probs(data, rows, images, online_teacher, temperature, device)
-            teacher_embeddings = None if data.teacher_embeddings is None else data.teacher_embeddings[rows].to(device)
+            teacher_probs = _teacher_probs(data, rows, view, images, online_teacher, temperature, device)
+            teacher_embeddings = _knowledge_rows(data.teacher_embeddings, rows, view, device)
             terms = ib_distillation_loss(
                 config.loss,
                 logits=output.logits,
@@ -115,9 +120,31 @@ def train_student(
     return metrics
 
 
+def _draw_views(data: LocalData, rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+    """One of the stored views per sample (FKD: the student sees exactly what the teacher saw)."""
+    if data.view_params is None:
+        return None
+    return torch.randint(data.view_params.shape[1], (len(rows),), generator=generator)
+
+
+def _batch_images(data: LocalData, rows: torch.Tensor, view: torch.Tensor | None) -> torch.Tensor:
+    if view is None:
+        return data.images[rows].float().div(255.0)
+    return apply_views(data.images[rows], data.view_params[rows, view])
+
+
+def _knowledge_rows(
+    values: torch.Tensor | None, rows: torch.Tensor, view: torch.Tensor | None, device: torch.device
+) -> torch.Tensor | None:
+    if values is None:
+        return None
+    return (values[rows] if view is None else values[rows, view]).to(device)
+
+
 def _teacher_probs(
     data: LocalData,
     rows: torch.Tensor,
+    view: torch.Tensor | None,
     images: torch.Tensor,
     online_teacher: Teacher | None,
     temperature: float,
@@ -128,9 +155,7 @@ def _teacher_probs(
         with torch.inference_mode():
             logits = online_teacher(images).logits
         return F.softmax(logits.float() / temperature, dim=1).clone()
-    if data.teacher_probs is None:
-        return None
-    return data.teacher_probs[rows].to(device)
+    return _knowledge_rows(data.teacher_probs, rows, view, device)
 
 
 def _proximal_term(student: StudentCodec, reference: list[torch.Tensor], mu: float) -> torch.Tensor:

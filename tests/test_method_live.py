@@ -15,6 +15,7 @@ from fedtosc.channels import build_channel, client_profiles, seed_channels
 from fedtosc.config import ConfigError, ExperimentConfig, load_config
 from fedtosc.evaluation import accuracy_at_snr
 from fedtosc.experiment import embedding_width, ensure_knowledge, experiment_student, load_experiment, load_teacher
+from fedtosc.knowledge.views import apply_views
 from fedtosc.losses import ib_distillation_loss
 from fedtosc.training import LocalData, train_student
 
@@ -143,3 +144,15 @@ def test_with_ten_percent_labels_distillation_beats_labels_only_by_ten_points(ca
         experiment, student = _train_centralized(config, cache, epochs=4)
         accuracy[method] = _accuracy(experiment, student, 20.0)
     assert accuracy["full"] >= accuracy["labels_only"] + 0.10, accuracy
+
+
+def test_a_client_replays_the_views_the_teacher_labelled(cache: Path) -> None:
+    config = _config(cache, "knowledge=full", "knowledge.views=3")
+    experiment, teacher, _, data = _prepared(config)
+    assert data.view_params.shape == (len(data), 3, 5) and data.teacher_probs.shape[:2] == (len(data), 3)
+    rows, view = torch.arange(16), torch.arange(16) % 3
+    images = apply_views(data.images[rows], data.view_params[rows, view])
+    with torch.inference_mode():
+        expected = torch.softmax(teacher(images).logits / config.knowledge.temperature, dim=1)
+    torch.testing.assert_close(data.teacher_probs[rows, view], expected, atol=2e-3, rtol=0)
+    assert not torch.allclose(data.teacher_probs[:, 1], data.teacher_probs[:, 2])  # the views differ

@@ -2,7 +2,8 @@
 
 `build` prepares the experiment's teacher and its pre-stored knowledge (resumable: rerun it
 after a kill and it continues); `inspect` says what a store is, from its header alone:
-teacher, dataset fingerprint, codec and parameters, size, and the fidelity recorded at build.
+teacher, dataset fingerprint, codec and parameters, views per sample, size, and the fidelity
+recorded at build.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def describe_store(store) -> dict:  # noqa: ANN001 - a KnowledgeStore
         "error_bound": store.codec().error_bound(),
         "num_samples": header.num_samples,
         "num_classes": header.num_classes,
+        "views": header.views,
+        "view_seed": header.view_seed,
         "bytes_per_sample": store.bytes_per_sample,
         "file_bytes": store.path.stat().st_size,
         "fidelity": header.extra.get("fidelity", {}),
@@ -101,6 +104,7 @@ def _print_description(description: dict) -> None:
         ("codec", f"{description['codec']} ({params})"),
         ("error bound", description["error_bound"]),
         ("samples", f"{description['num_samples']:,} x {description['num_classes']} classes"),
+        ("views per sample", _views_line(description["views"], description["view_seed"])),
         ("bytes per sample", f"{description['bytes_per_sample']:.1f} (file {description['file_bytes']:,} bytes)"),
         ("fidelity vs full soft labels", fidelity),
     ]
@@ -109,3 +113,9 @@ def _print_description(description: dict) -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+
+
+def _views_line(views: int, view_seed: int) -> str:
+    if views == 1:
+        return "1 (the image as stored)"
+    return f"{views} (view 0 as stored, then crop + flip views drawn with view_seed={view_seed}; params stored)"

@@ -2,10 +2,14 @@
 
 `build_knowledge` makes one batched inference pass (one progress bar) and is resumable: raw
 teacher outputs go to chunk files under `<store>.partial/`, each written atomically and keyed
-by the build's provenance (teacher, data, indices, transform, chunking), so a rerun after a
-kill computes only the missing chunks and yields the same store as an uninterrupted build. At
-the end it fits and applies the codec, records its fidelity to the full soft labels, writes
-the store atomically and removes the partial folder (design.md: knowledge store).
+by the build's provenance (teacher, data, indices, transform, views, chunking), so a rerun
+after a kill computes only the missing chunks and yields the same store as an uninterrupted
+build. At the end it fits and applies the codec, records its fidelity to the full soft labels,
+writes the store atomically and removes the partial folder (design.md: knowledge store).
+
+With `views` = K > 1 the teacher sees K augmented views of every sample (knowledge/views.py),
+drawn once from `view_seed`; the codec encodes all N * K outputs (sample-major) and the store
+keeps each view's parameters, so clients replay exactly those views.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from tqdm import tqdm
 from fedtosc.data.datasets import ImageDataset
 from fedtosc.knowledge.codecs import Knowledge, KnowledgeCodec, TeacherOutputs, fidelity, teacher_head_arrays
 from fedtosc.knowledge.store import KnowledgeStore, StoreHeader, write_store
+from fedtosc.knowledge.views import VIEW_FIELDS, draw_views
 from fedtosc.models.teachers import Teacher, predict
 
 __all__ = ["build_knowledge", "codec_fidelity", "partial_dir"]
@@ -54,33 +59,44 @@ def build_knowledge(
     device: torch.device,
     extra: dict | None = None,
     chunk_size: int | None = None,
+    views: int = 1,
+    view_seed: int = 0,
 ) -> KnowledgeStore:
     """Encode the teacher's outputs on `data[indices]` into a store at `path`; returns it opened.
 
     Resumes from `<path>.partial/` when it holds chunks of this same build. `chunk_size`
     (samples, a multiple of `batch_size`; default 8 batches) fixes the batch boundaries, so a
-    resumed build sees exactly the batches an uninterrupted one does.
+    resumed build sees exactly the batches an uninterrupted one does. `views` > 1: the teacher
+    runs on that many views per sample (the first one the image as stored), drawn from `view_seed`.
     """
     indices = np.unique(np.asarray(indices, dtype=np.int64))  # sorted, as the store keys rows
     chunk_size = chunk_size or _BATCHES_PER_CHUNK * batch_size
     if chunk_size % batch_size:
         raise ValueError(f"chunk_size={chunk_size} must be a multiple of batch_size={batch_size}")
+    if views < 1:
+        raise ValueError(f"views must be >= 1, got {views}")
+    # Drawn once from their own seed and stored: clients read them, so they are never redrawn.
+    view_params = None
+    if views > 1:
+        view_params = draw_views(len(indices), views, data.image_shape[1:], torch.Generator().manual_seed(view_seed))
     provenance = {
         "teacher_id": teacher.teacher_id,
         "dataset_fingerprint": dataset_fingerprint,
         "indices_sha256": hashlib.sha256(indices.tobytes()).hexdigest(),
         "transform": transform,
+        "views": views,
+        "view_seed": view_seed,
         "batch_size": batch_size,
         "chunk_size": chunk_size,
     }
     chunks_dir = _open_partial(partial_dir(Path(path)), provenance)
     started = time.perf_counter()
-    outputs = _teacher_outputs(teacher, data, indices, chunks_dir, provenance, batch_size, device)
+    outputs = _teacher_outputs(teacher, data, indices, view_params, chunks_dir, provenance, batch_size, device)
     inference_seconds = time.perf_counter() - started
     shared = codec.fit(outputs)
     samples = codec.encode(outputs, shared)
-    if codec.decodes_embeddings:
-        shared |= teacher_head_arrays(*teacher.linear_head())
+    if codec.decodes_embeddings and type(teacher).linear_head is not Teacher.linear_head:
+        shared |= teacher_head_arrays(*teacher.linear_head())  # clients turn embeddings into soft labels
     header = StoreHeader(
         teacher_id=teacher.teacher_id,
         dataset_fingerprint=dataset_fingerprint,
@@ -89,6 +105,8 @@ def build_knowledge(
         codec_params=codec.params(),
         num_samples=len(indices),
         num_classes=int(outputs.logits.shape[1]),
+        views=views,
+        view_seed=view_seed,
         extra={
             **(extra or {}),
             # Timing of this session only: a resumed build counts the chunks it computed.
@@ -97,7 +115,7 @@ def build_knowledge(
             "fidelity": codec_fidelity(codec, outputs, samples, shared, _head_on_cpu(teacher)),
         },
     )
-    write_store(path, header, samples, indices, shared)
+    write_store(path, header, samples, indices, shared, None if view_params is None else view_params.numpy())
     shutil.rmtree(chunks_dir)
     return KnowledgeStore.open(path)
 
@@ -157,21 +175,27 @@ def _teacher_outputs(
     teacher: Teacher,
     data: ImageDataset,
     indices: np.ndarray,
+    view_params: torch.Tensor | None,
     chunks_dir: Path,
     provenance: dict,
     batch_size: int,
     device: torch.device,
 ) -> TeacherOutputs:
-    chunk_size = provenance["chunk_size"]
+    """Teacher outputs over the N * K (sample, view) rows, sample-major, chunk by chunk."""
+    chunk_size, views = provenance["chunk_size"], provenance["views"]
     starts = range(0, len(indices), chunk_size)
     key = json.dumps(provenance, sort_keys=True)
-    chunks = {start: _load_chunk(chunks_dir, start, key, min(chunk_size, len(indices) - start)) for start in starts}
-    done = sum(min(chunk_size, len(indices) - start) for start, chunk in chunks.items() if chunk is not None)
-    with tqdm(total=len(indices), initial=done, desc="building knowledge", unit="img") as bar:
+    # A chunk holds chunk_size samples, so chunk_size * views teacher inputs.
+    rows_in = {start: views * min(chunk_size, len(indices) - start) for start in starts}
+    chunks = {start: _load_chunk(chunks_dir, start, key, rows_in[start]) for start in starts}
+    done = sum(rows_in[start] for start, chunk in chunks.items() if chunk is not None)
+    with tqdm(total=views * len(indices), initial=done, desc="building knowledge", unit="img") as bar:
         for start, chunk in chunks.items():
             if chunk is None:
-                rows = data.subset(indices[start : start + chunk_size])
-                chunk = predict(teacher, rows, batch_size, device, progress=bar)
+                samples = slice(start, start + chunk_size)
+                rows = data.subset(np.repeat(indices[samples], views))
+                row_views = None if view_params is None else view_params[samples].reshape(-1, VIEW_FIELDS)
+                chunk = predict(teacher, rows, batch_size, device, progress=bar, view_params=row_views)
                 _save_chunk(chunks_dir, start, key, chunk)
                 chunks[start] = chunk
     logits = torch.cat([chunks[start].logits for start in starts])

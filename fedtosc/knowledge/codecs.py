@@ -55,19 +55,24 @@ HEAD_WEIGHT, HEAD_BIAS = "teacher_head_weight", "teacher_head_bias"
 class Knowledge:
     """What a student trains on, decoded.
 
-    `probs`: [N, C] float32 soft labels at the codec's temperature, rows sum to 1 (None for
-    embedding codecs). `embeddings`: [N, D] float32 (None for soft-label codecs).
+    `probs`: [R, C] float32 soft labels at the codec's temperature, rows sum to 1 (None for
+    embedding codecs). `embeddings`: [R, D] float32 (None for soft-label codecs).
+    `view_params`: None when each sample has one view, the image as stored (R = N rows);
+    with K > 1 augmented views (knowledge/views.py) int16 [N, K, 5], and the R = N * K rows
+    are sample-major: row i * K + v is the teacher's output on
+    `apply_views(image_i, view_params[i, v])`.
     `head_weight` [C, D] / `head_bias` [C] float32: the teacher's classifier head, when an
     embedding store carries it.
     """
 
     probs: torch.Tensor | None
     embeddings: torch.Tensor | None
+    view_params: torch.Tensor | None = None
     head_weight: torch.Tensor | None = None
     head_bias: torch.Tensor | None = None
 
     def soft_labels(self, temperature: float) -> torch.Tensor | None:
-        """[N, C] soft labels: the stored ones, or the teacher head's softmax(logits / T) on the
+        """[R, C] soft labels: the stored ones, or the teacher head's softmax(logits / T) on the
         decoded embeddings; None when there are neither."""
         if self.probs is not None:
             return self.probs

@@ -7,6 +7,10 @@ than silent garbage. Rows are keyed by dataset index, so a client's slice is rea
 
 Layout: tensor `index` [N] int64 (sorted, unique dataset indices), `sample.<name>` [N, ...]
 (codec per-sample arrays, row i belongs to index[i]), `shared.<name>` (codec shared arrays).
+With K = header.views > 1 augmented views per sample (knowledge/views.py), every codec array
+has a view axis, `sample.<name>` [N, K, ...], and `sample.view_params` [N, K, 5] int16 holds
+each view's crop box and flip; a store with K = 1 has neither (the image as stored). Decoded
+`Knowledge` has N * K sample-major rows (row i * K + v: sample i, view v) and the view params.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from fedtosc.knowledge.codecs import Knowledge, KnowledgeCodec, build_codec
+from fedtosc.knowledge.views import VIEW_FIELDS
 
 __all__ = [
     "FORMAT_NAME",
@@ -41,14 +47,18 @@ FORMAT_VERSION = 1
 _INDEX_KEY = "index"
 _SAMPLE_PREFIX = "sample."
 _SHARED_PREFIX = "shared."
+_VIEW_PARAMS = "view_params"  # stored as `sample.view_params`
 _REBUILD = "Rebuild it with `fedtosc knowledge build`."
 _RESEND = "Ask the server to resend the knowledge slice."
 # Rows closer than this are read as one range: one read call costs more than skipping a few rows.
 _MAX_GAP_ROWS = 256
 # Header fields an `expect` check may name; codec_params/extra are structured, not compared as str.
 _EXPECTABLE = (
-    "teacher_id", "dataset_fingerprint", "transform", "codec", "num_samples", "num_classes", "format_version"
+    "teacher_id", "dataset_fingerprint", "transform", "codec", "num_samples", "num_classes", "format_version",
+    "views", "view_seed",
 )
+# Stores written before augmented views existed hold one view per sample: the image as stored.
+_SINGLE_VIEW_METADATA = {"views": "1", "view_seed": "0"}
 
 
 class KnowledgeStoreError(ValueError):
@@ -57,7 +67,11 @@ class KnowledgeStoreError(ValueError):
 
 @dataclass(frozen=True)
 class StoreHeader:
-    """What a store is: who made the knowledge, from which data, encoded how."""
+    """What a store is: who made the knowledge, from which data, encoded how.
+
+    `views`: teacher views per sample (1: the image as stored); `view_seed`: the seed their
+    parameters were drawn with (knowledge.view_seed; no draw happens when views == 1).
+    """
 
     teacher_id: str
     dataset_fingerprint: str
@@ -68,6 +82,8 @@ class StoreHeader:
     num_classes: int
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
+    views: int = 1
+    view_seed: int = 0
 
 
 def _header_to_metadata(header: StoreHeader) -> dict[str, str]:
@@ -89,6 +105,8 @@ def _header_to_metadata(header: StoreHeader) -> dict[str, str]:
         "num_samples": str(header.num_samples),
         "num_classes": str(header.num_classes),
         "extra": extra,
+        "views": str(header.views),
+        "view_seed": str(header.view_seed),
     }
 
 
@@ -114,9 +132,11 @@ def _parse_header(metadata: dict[str, str] | None, source: str, fix: str) -> Sto
         num_classes=_parse_field(metadata, "num_classes", int, source, fix),
         format_version=version,
         extra=_parse_field(metadata, "extra", _json_object, source, fix),
+        views=_parse_field(_SINGLE_VIEW_METADATA | metadata, "views", int, source, fix),
+        view_seed=_parse_field(_SINGLE_VIEW_METADATA | metadata, "view_seed", int, source, fix),
     )
-    if header.num_samples < 1 or header.num_classes < 1:
-        raise KnowledgeStoreError(f"{source}: num_samples and num_classes must be >= 1. {fix}")
+    if header.num_samples < 1 or header.num_classes < 1 or header.views < 1:
+        raise KnowledgeStoreError(f"{source}: num_samples, num_classes and views must be >= 1. {fix}")
     if header.codec_params.get("num_classes", header.num_classes) != header.num_classes:
         raise KnowledgeStoreError(f"{source}: codec_params.num_classes disagrees with num_classes. {fix}")
     return header
@@ -146,7 +166,7 @@ def _build_codec(header: StoreHeader, source: str, fix: str) -> KnowledgeCodec:
 
 
 def _check_layout(header: StoreHeader, shapes: dict[str, tuple[int, ...]], source: str, fix: str) -> None:
-    """Tensor names and first dims agree with the header (shapes: every tensor's shape by name)."""
+    """Tensor names and leading dims agree with the header (shapes: every tensor's shape by name)."""
     prefixes = (_SAMPLE_PREFIX, _SHARED_PREFIX)
     unexpected = [name for name in shapes if name != _INDEX_KEY and not name.startswith(prefixes)]
     if _INDEX_KEY not in shapes or unexpected:
@@ -158,14 +178,25 @@ def _check_layout(header: StoreHeader, shapes: dict[str, tuple[int, ...]], sourc
         raise KnowledgeStoreError(
             f"{source}: index has shape {shapes[_INDEX_KEY]}, num_samples is {header.num_samples}. {fix}"
         )
-    if not any(name.startswith(_SAMPLE_PREFIX) for name in shapes):
-        raise KnowledgeStoreError(f"{source}: holds no per-sample arrays. {fix}")
+    view_params = _SAMPLE_PREFIX + _VIEW_PARAMS
+    if not any(name.startswith(_SAMPLE_PREFIX) and name != view_params for name in shapes):
+        raise KnowledgeStoreError(f"{source}: holds no per-sample codec arrays. {fix}")
+    if (view_params in shapes) != (header.views > 1):
+        raise KnowledgeStoreError(
+            f"{source}: has views={header.views}; {view_params!r} must be present exactly when views > 1. {fix}"
+        )
+    # One view per sample keeps the original layout; K views add a view axis to every array.
+    leading = (header.num_samples,) if header.views == 1 else (header.num_samples, header.views)
+    expected = ", ".join(f"{dim}={size}" for dim, size in zip(("num_samples", "views"), leading))
     for name, shape in shapes.items():
-        if name.startswith(_SAMPLE_PREFIX) and (not shape or shape[0] != header.num_samples):
+        if name.startswith(_SAMPLE_PREFIX) and shape[: len(leading)] != leading:
             raise KnowledgeStoreError(
-                f"{source}: array {name!r} has shape {shape}, "
-                f"its first dim must be num_samples={header.num_samples}. {fix}"
+                f"{source}: array {name!r} has shape {shape}, its leading dims must be {expected}. {fix}"
             )
+    if view_params in shapes and shapes[view_params] != (*leading, VIEW_FIELDS):
+        raise KnowledgeStoreError(
+            f"{source}: {view_params!r} has shape {shapes[view_params]}, expected {(*leading, VIEW_FIELDS)}. {fix}"
+        )
 
 
 def _check_index(index: np.ndarray, source: str, fix: str) -> None:
@@ -174,12 +205,27 @@ def _check_index(index: np.ndarray, source: str, fix: str) -> None:
 
 
 def _check_decodes(
-    codec: KnowledgeCodec, samples: dict[str, np.ndarray], shared: dict[str, np.ndarray], source: str, fix: str
+    codec: KnowledgeCodec,
+    views: int,
+    samples: dict[str, np.ndarray],
+    shared: dict[str, np.ndarray],
+    source: str,
+    fix: str,
 ) -> Knowledge:
+    """Decode per-sample arrays laid out as in the file (with a view axis when views > 1)."""
+    rows = {name: array for name, array in samples.items() if name != _VIEW_PARAMS}
+    if views > 1:
+        rows = {name: array.reshape(-1, *array.shape[2:]) for name, array in rows.items()}  # sample-major
     try:
-        return codec.decode(samples, shared)
+        knowledge = codec.decode(rows, shared)
     except ValueError as error:
         raise KnowledgeStoreError(f"{source}: can't decode with codec {codec.name!r}: {error}. {fix}") from error
+    if views == 1:
+        return knowledge
+    view_params = samples[_VIEW_PARAMS]
+    if view_params.dtype != np.int16:
+        raise KnowledgeStoreError(f"{source}: {_VIEW_PARAMS!r} must be int16, got {view_params.dtype}. {fix}")
+    return replace(knowledge, view_params=torch.from_numpy(view_params.copy()))  # payload arrays may be read-only
 
 
 def _as_index_array(indices: np.ndarray) -> np.ndarray:
@@ -200,17 +246,24 @@ def write_store(
     samples: dict[str, np.ndarray],
     indices: np.ndarray,
     shared: dict[str, np.ndarray],
+    view_params: np.ndarray | None = None,
 ) -> None:
     """Write a store atomically: a temp file in the same folder, fsync, then os.replace.
 
     A crash at any point leaves either the old file or the new one at `path`, never a partial
-    one. `samples` rows follow `indices` (sorted, unique dataset indices, len == num_samples).
+    one. `samples` (the codec's encode output) rows follow `indices` (sorted, unique dataset
+    indices, len == num_samples); with header.views = K > 1 they are the N * K sample-major
+    rows (i * K + v) and `view_params` is int16 [N, K, 5], else None.
     """
     path = Path(path)
     metadata = _header_to_metadata(header)
     index = np.asarray(indices)
     if not np.issubdtype(index.dtype, np.integer):
         raise ValueError(f"indices must be integers, got dtype {index.dtype}")
+    if header.views > 1:
+        samples = _with_view_axis(samples, header.num_samples, header.views)
+    if view_params is not None:
+        samples = samples | {_VIEW_PARAMS: np.asarray(view_params)}
     tensors = {_INDEX_KEY: np.ascontiguousarray(index, dtype=np.int64)}
     tensors |= {_SAMPLE_PREFIX + name: np.ascontiguousarray(array) for name, array in samples.items()}
     tensors |= {_SHARED_PREFIX + name: np.ascontiguousarray(array) for name, array in shared.items()}
@@ -221,10 +274,20 @@ def write_store(
         _check_layout(parsed, {name: array.shape for name, array in tensors.items()}, source, "")
         _check_index(tensors[_INDEX_KEY], source, "")
         first_row = {name: array[:1] for name, array in samples.items()}
-        _check_decodes(_build_codec(parsed, source, ""), first_row, shared, source, "")
+        _check_decodes(_build_codec(parsed, source, ""), parsed.views, first_row, shared, source, "")
     except KnowledgeStoreError as error:
         raise ValueError(str(error).strip()) from None
     _atomic_save(path, tensors, metadata)
+
+
+def _with_view_axis(samples: dict[str, np.ndarray], num_samples: int, views: int) -> dict[str, np.ndarray]:
+    """Codec rows [N * K, ...] (sample-major) as [N, K, ...], so the store stays keyed by sample."""
+    wrong = sorted(name for name, array in samples.items() if np.shape(array)[:1] != (num_samples * views,))
+    if wrong:
+        raise ValueError(
+            f"with views={views}, codec arrays need num_samples * views = {num_samples * views} rows; {wrong} do not"
+        )
+    return {name: np.reshape(array, (num_samples, views, *np.shape(array)[1:])) for name, array in samples.items()}
 
 
 def _atomic_save(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
@@ -290,7 +353,7 @@ class KnowledgeStore:
         shared_names = [name for name in shapes if name.startswith(_SHARED_PREFIX)]
         shared = _strip(_SHARED_PREFIX, {name: handle.get_tensor(name) for name in shared_names})
         store = cls(path, handle, header, index, shared)
-        _check_decodes(store.codec(), store.slice(index[:1]), shared, source, _REBUILD)
+        _check_decodes(store.codec(), header.views, store.slice(index[:1]), shared, source, _REBUILD)
         return store
 
     @property
@@ -300,7 +363,7 @@ class KnowledgeStore:
 
     @property
     def bytes_per_sample(self) -> float:
-        """Bytes of the per-sample arrays (the codec payload, excluding the 8-byte index) per sample."""
+        """Bytes of a sample's per-sample arrays (all its views' codec payload and view params; not the index)."""
         total_bytes = 0
         for name in self._sample_names:
             tensor_slice = self._handle.get_slice(name)
@@ -308,7 +371,7 @@ class KnowledgeStore:
         return total_bytes / self.header.num_samples
 
     def slice(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """Per-sample arrays (names without the `sample.` prefix) for exactly these dataset indices, in order."""
+        """Per-sample arrays as laid out in the file (names without `sample.`) for these dataset indices, in order."""
         requested = _as_index_array(indices)
         positions = np.searchsorted(self._index, requested).clip(max=len(self._index) - 1)
         unknown = requested[self._index[positions] != requested]
@@ -341,8 +404,10 @@ class KnowledgeStore:
         return _build_codec(self.header, f"knowledge store {self.path}", _REBUILD)
 
     def decode(self, indices: np.ndarray) -> Knowledge:
-        """Decoded knowledge for these dataset indices, rows in the given order."""
-        return _check_decodes(self.codec(), self.slice(indices), self._shared, f"knowledge store {self.path}", _REBUILD)
+        """Decoded knowledge for these dataset indices, samples in the given order (K rows each, sample-major)."""
+        return _check_decodes(
+            self.codec(), self.header.views, self.slice(indices), self._shared, f"knowledge store {self.path}", _REBUILD
+        )
 
 
 def _check_expected(header: StoreHeader, expect: dict[str, str], source: str) -> None:
@@ -380,5 +445,6 @@ def import_slice(arrays: dict[str, np.ndarray], header: dict[str, str]) -> tuple
     index = np.asarray(arrays[_INDEX_KEY])
     _check_index(index, source, _RESEND)
     codec = _build_codec(parsed, source, _RESEND)
-    knowledge = _check_decodes(codec, _strip(_SAMPLE_PREFIX, arrays), _strip(_SHARED_PREFIX, arrays), source, _RESEND)
+    samples, shared = _strip(_SAMPLE_PREFIX, arrays), _strip(_SHARED_PREFIX, arrays)
+    knowledge = _check_decodes(codec, parsed.views, samples, shared, source, _RESEND)
     return index, knowledge

@@ -25,6 +25,7 @@ from fedtosc.config import TeacherConfig
 from fedtosc.data.datasets import ImageDataset
 from fedtosc.data.prompts import check_templates, prompt_templates
 from fedtosc.knowledge.codecs import TeacherOutputs
+from fedtosc.knowledge.views import apply_views
 
 __all__ = [
     "ClipTeacher",
@@ -326,17 +327,24 @@ def predict(
     device: torch.device,
     desc: str = "teacher inference",
     progress: tqdm | None = None,
+    view_params: torch.Tensor | None = None,
 ) -> TeacherOutputs:
     """Run the teacher over every sample, batched, in inference mode; outputs float32 on the CPU.
 
     `progress`: a caller's bar to advance by samples (e.g. the knowledge builder's); else its own.
+    `view_params`: [N, 5] one augmented view per sample (knowledge/views.py): the teacher sees
+    `apply_views(images, view_params)` instead of the images as stored.
     """
     teacher.eval()
     bar = progress if progress is not None else tqdm(total=len(data), desc=desc, unit="img", leave=False)
     logits, embeddings = [], []
     for start in range(0, len(data), batch_size):
         # uint8 crosses to the device (4x fewer bytes than float) and is scaled there.
-        images = data.images[start : start + batch_size].to(device, non_blocking=True).float().div(255.0)
+        images = data.images[start : start + batch_size].to(device, non_blocking=True)
+        if view_params is None:
+            images = images.float().div(255.0)
+        else:
+            images = apply_views(images, view_params[start : start + batch_size])
         outputs = teacher(images)
         logits.append(outputs.logits.float().cpu())
         embeddings.append(outputs.embeddings.float().cpu())
