@@ -24,6 +24,7 @@ from fedtosc.config import ExperimentConfig, config_from_json
 from fedtosc.evaluation import accuracy_at_snr, encoder_latency_ms, model_size, snr_sweep
 from fedtosc.experiment import Experiment, embedding_width, experiment_student
 from fedtosc.federated import nominal_snr_db, payload_bytes
+from fedtosc.knowledge.codecs import HEAD_BIAS, HEAD_WEIGHT
 from fedtosc.models.student import StudentCodec
 from fedtosc.results import append_metrics, plot_accuracy_vs_snr, plot_channel_uses, write_json_atomic
 
@@ -155,6 +156,10 @@ class RunRecorder:
                 "codec_params": header.codec_params,
                 "views": header.views,
                 "bytes_per_sample": self.store.bytes_per_sample,
+                # The teacher head an embedding store carries, sent once per node inside broadcast_bytes.
+                "teacher_head_bytes": sum(
+                    array.nbytes for name, array in self.store.shared().items() if name in (HEAD_WEIGHT, HEAD_BIAS)
+                ),
                 "num_samples": header.num_samples,
                 "build_seconds": header.extra["build_seconds"],
                 "broadcast_bytes": self.knowledge_bytes,
