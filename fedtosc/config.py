@@ -133,7 +133,7 @@ class LossConfig:
     beta: float = 1e-3  # weight of KL(q(z|x) || N(0, I)); 0 disables the IB term
     beta_warmup_rounds: int = 0  # linear annealing of beta over the first rounds
     feature_weight: float = 1.0  # cosine pull of the projected features toward the teacher embedding (embedding codecs)
-    rate_weight: float = 0.1  # penalty per complex symbol sent (trains the rate controller); separate from beta
+    rate_weight: float = 0.2  # penalty per complex symbol sent (trains the rate controller); separate from beta
 
 
 @dataclass
