@@ -38,11 +38,19 @@ def test_wrong_type_is_named():
         ("channel.k_factor=-1", "channel.k_factor"),
         ("channel.k_factor=inf", "channel.k_factor"),
         ("channel.csi=partial", "channel.csi"),
+        ("loss.rate_weight=-0.1", "loss.rate_weight"),
+        ("knowledge.views=0", "knowledge.views"),
+        ("student.min_channel_uses=32", "student.min_channel_uses"),
     ],
 )
 def test_out_of_range_values_are_named(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config([override])
+
+
+def test_a_rate_controller_without_snr_conditioning_is_refused():
+    with pytest.raises(ConfigError, match=r"student\.rate_adaptive=true needs student\.adaptive=true"):
+        load_config(["method=no_adaptive", "student.rate_adaptive=true"])
 
 
 def test_client_channel_line_must_match_client_count():
