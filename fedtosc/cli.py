@@ -12,7 +12,7 @@ from fedtosc.launch import FederationLaunchError
 __all__ = ["main"]
 
 # Adding a subcommand is adding its module here.
-COMMANDS = ("fedtosc.commands.run", "fedtosc.commands.deploy", "fedtosc.commands.knowledge", "fedtosc.commands.study", "fedtosc.commands.report", "fedtosc.commands.train")
+COMMANDS = ("fedtosc.commands.run", "fedtosc.commands.deploy", "fedtosc.commands.knowledge", "fedtosc.commands.study", "fedtosc.commands.report", "fedtosc.commands.train", "fedtosc.commands.teacher")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -61,14 +61,16 @@ class DatasetConfig:
 
 @dataclass
 class TeacherConfig:
-    name: str = "server_cnn"  # server_cnn | clip
+    name: str = "server_cnn"  # server_cnn | clip | resnet
     # server_cnn: a larger CNN trained on the server's labelled data, cached by fingerprint
+    # resnet: ResNet-20 of base width `width`, loaded from `checkpoint` (`fedtosc teacher train` writes it)
     width: int = 64
     epochs: int = 30
-    lr: float = 2e-3
+    lr: float = 2e-3  # peak rate: AdamW for server_cnn, SGD for resnet
     # clip: any open_clip model name; weights from a pretrained tag or a local checkpoint
     model: str = "ViT-B-32"
     pretrained: str | None = None
+    # clip: open_clip weights; resnet: the teacher checkpoint. A relative path is relative to the checkout.
     checkpoint: str | None = None
     allow_random_weights: bool = False  # benchmarks only: cost does not depend on weights
     head: str = "zero_shot"  # zero_shot | linear_probe
@@ -77,6 +79,12 @@ class TeacherConfig:
     class_names: list[str] | None = None  # defaults to the dataset's class names
     batch_size: int = 128
     cache_dir: str = "~/.cache/fedtosc/teachers"
+
+    def __post_init__(self) -> None:
+        # Resolved when the config is built, in the launcher: Flower's ServerApp runs from an app copy
+        # without teachers/, so the run config it reads must already name the file absolutely.
+        if self.checkpoint:
+            self.checkpoint = str(default_config_dir().parent / Path(self.checkpoint).expanduser())
 
 
 @dataclass
@@ -191,7 +199,7 @@ class ExperimentConfig:
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "dataset.name": ("digits", "image_folder", "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn"),
-    "teacher.name": ("server_cnn", "clip"),
+    "teacher.name": ("server_cnn", "clip", "resnet"),
     "teacher.head": ("zero_shot", "linear_probe"),
     "channel.csi": ("perfect", "none"),
     "knowledge.mode": ("prestored", "online", "none"),

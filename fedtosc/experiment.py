@@ -20,7 +20,8 @@ from fedtosc.knowledge.builder import build_knowledge
 from fedtosc.knowledge.codecs import build_codec
 from fedtosc.knowledge.store import KnowledgeStore, KnowledgeStoreError
 from fedtosc.models.student import StudentCodec, build_student
-from fedtosc.models.teachers import Teacher, build_clip_teacher, load_or_train_server_teacher, predict
+from fedtosc.models.resnet import load_resnet_teacher
+from fedtosc.models.teachers import Teacher, TeacherError, build_clip_teacher, load_or_train_server_teacher, predict
 
 __all__ = [
     "Experiment",
@@ -76,6 +77,11 @@ def experiment_student(experiment: Experiment, embedding_dim: int | None) -> Stu
 
 def load_teacher(experiment: Experiment, device: torch.device) -> Teacher:
     config = experiment.config
+    if config.teacher.name == "resnet":
+        # Trained once on a whole training split and shipped: no server data, nothing seed-dependent.
+        if not config.teacher.checkpoint:
+            raise TeacherError("teacher.name=resnet needs teacher.checkpoint=<file> (`fedtosc teacher train` writes one)")
+        return load_resnet_teacher(Path(config.teacher.checkpoint), device, expect=experiment.splits.train)
     server_data = experiment.splits.train.subset(experiment.plan.server_indices)
     if config.teacher.name == "clip":
         return build_clip_teacher(
