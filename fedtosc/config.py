@@ -158,7 +158,10 @@ class FederationConfig:
     num_clients: int = 4
     rounds: int = 10
     fraction_train: float = 1.0
-    min_train_clients: int | None = None  # default: all sampled clients
+    # Usable updates a round needs: min_train_clients when set, else this share of the sampled clients,
+    # rounded up (0.5: 2 of 3, 2 of 4, 1 of 2), so a lost node costs a round's share, not the run.
+    min_train_clients: int | None = None
+    min_train_fraction: float = 0.5
     client_cpus: int = 1  # Ray CPUs per simulated client: 1 lets two clients train at once on 2 cores
     partitioner: str = "iid"  # iid | dirichlet | pathological
     dirichlet_alpha: float = 0.5
@@ -223,7 +226,10 @@ _NON_NEGATIVE: tuple[str, ...] = (
     "loss.feature_weight", "loss.rate_weight", "train.weight_decay", "strategy.proximal_mu", "strategy.server_lr", "strategy.snr_weight_alpha", "seed",
     "knowledge.view_seed",
 )
-_FRACTIONS: tuple[str, ...] = ("dataset.test_fraction", "dataset.server_fraction", "dataset.label_fraction", "federation.fraction_train")
+_FRACTIONS: tuple[str, ...] = (
+    "dataset.test_fraction", "dataset.server_fraction", "dataset.label_fraction", "federation.fraction_train",
+    "federation.min_train_fraction",
+)
 
 
 def _get(config: ExperimentConfig, dotted: str) -> Any:

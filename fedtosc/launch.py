@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from fedtosc.config import ExperimentConfig
+from fedtosc.run_failure import describe_ended_run
 
 __all__ = [
     "FederationLaunchError",
@@ -173,15 +174,6 @@ def run_simulation(config: ExperimentConfig, run_dir: Path, project_root: Path, 
         completed = subprocess.run(command, env=env, cwd=project_root, check=False)
         # `flwr run --stream` exits 0 even when the ServerApp raised: the results file is the proof.
         if completed.returncode != 0 or not (run_dir / "results.json").is_file():
-            checkpoint = run_dir / "checkpoint.safetensors"
-            hint = (
-                f" Rounds finished so far are checkpointed: fix the cause, then `fedtosc run resume={run_dir}`."
-                if checkpoint.is_file()
-                else ""
-            )
-            raise FederationLaunchError(
-                f"the federated run ended without results (flwr exit code {completed.returncode}); the ServerApp's "
-                f"error is in the log above and in {log_path}.{hint}"
-            )
+            raise FederationLaunchError(describe_ended_run(run_dir, f"the log above and in {log_path}"))
     finally:
         stop_run_processes(superlink, flwr_home)

@@ -1,6 +1,8 @@
 """Server-side checkpoints: the global student after every round, for `fedtosc run resume=<run dir>`.
 
 One safetensors file (no pickle), replaced atomically, with the round number in its metadata.
+The strategy's own state (FedAdam's server moments) rides along under `strategy/` names, so a
+resumed run continues exactly where the uninterrupted one would be.
 """
 
 from __future__ import annotations
@@ -8,28 +10,48 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-__all__ = ["CHECKPOINT_FILE", "CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FILE", "CheckpointError", "load_checkpoint", "load_strategy_state", "save_checkpoint"]
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
+_STRATEGY_PREFIX = "strategy/"
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing or unreadable; the message names the file and the way out."""
 
 
-def save_checkpoint(run_dir: Path, server_round: int, state: dict[str, torch.Tensor]) -> None:
+def save_checkpoint(
+    run_dir: Path,
+    server_round: int,
+    state: dict[str, torch.Tensor],
+    strategy_state: dict[str, np.ndarray] | None = None,
+) -> None:
     path = run_dir / CHECKPOINT_FILE
     partial = path.with_name(f".{CHECKPOINT_FILE}.partial")
-    save_file({k: v.contiguous().cpu() for k, v in state.items()}, str(partial), metadata={"round": str(server_round)})
+    tensors = {k: v.contiguous().cpu() for k, v in state.items()}
+    tensors |= {_STRATEGY_PREFIX + k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in (strategy_state or {}).items()}
+    save_file(tensors, str(partial), metadata={"round": str(server_round)})
     os.replace(partial, path)
 
 
 def load_checkpoint(run_dir: Path) -> tuple[int, dict[str, torch.Tensor]]:
     """(last completed round, global state dict)."""
+    server_round, tensors = _read(run_dir)
+    return server_round, {k: v for k, v in tensors.items() if not k.startswith(_STRATEGY_PREFIX)}
+
+
+def load_strategy_state(run_dir: Path) -> dict[str, np.ndarray]:
+    """The strategy state saved with the last checkpoint (empty for FedAvg/FedProx)."""
+    _, tensors = _read(run_dir)
+    return {k[len(_STRATEGY_PREFIX):]: v.numpy() for k, v in tensors.items() if k.startswith(_STRATEGY_PREFIX)}
+
+
+def _read(run_dir: Path) -> tuple[int, dict[str, torch.Tensor]]:
     path = run_dir / CHECKPOINT_FILE
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist: that run finished no round yet; start it again without resume=")

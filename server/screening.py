@@ -3,11 +3,17 @@
 A reply is rejected when the client reported an error (it crashed), when its arrays differ
 from the global model in names, shapes or dtypes, or when any value is NaN or inf. The round
 goes on with the rest, unless fewer than `min_successes` usable updates remain.
+
+Rounds are deterministic: Flower samples nodes with the global, unseeded `random` over nodes in
+whatever order the grid lists them, and sums replies in arrival order. Here nodes are listed in
+a fixed order (by partition), the sample is seeded by (run seed, round), and replies are
+aggregated in that same order, so the same seed gives the same global weights bit for bit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import random
+from collections.abc import Callable, Iterable, Iterator
 from logging import WARNING
 
 import numpy as np
@@ -19,6 +25,10 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 __all__ = ["RoundFailedError", "ScreenedFedAdam", "ScreenedFedAvg", "ScreenedFedProx", "update_problem"]
 
 RejectionFn = Callable[[int, list[dict]], None]
+NodeOrder = Callable[[int], int]  # node id -> its place in the fixed order (e.g. its partition id)
+NodeLabel = Callable[[int], str]  # node id -> how errors name it (e.g. with its partition and channel)
+# Strategy state in checkpoints: FedOpt's server moments, per array name.
+_MOMENTS = ("m_t", "v_t")
 
 
 class RoundFailedError(RuntimeError):
@@ -43,18 +53,56 @@ def update_problem(arrays: ArrayRecord, reference: dict[str, tuple[tuple[int, ..
 class _Screening:
     """Mixin over a Flower strategy: screen train replies, then aggregate the usable ones."""
 
-    def __init__(self, *args, min_successes: int, on_rejected: RejectionFn, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(
+        self,
+        *args,  # noqa: ANN002
+        min_successes: int,
+        on_rejected: RejectionFn,
+        node_order: NodeOrder = lambda node_id: node_id,
+        node_label: NodeLabel = lambda node_id: f"node {node_id}",
+        sampling_seed: int = 0,
+        round_offset: int = 0,
+        **kwargs,  # noqa: ANN003
+    ) -> None:
+        """`round_offset`: rounds a resumed run already did; Flower numbers this session's from 1."""
         super().__init__(*args, **kwargs)
         self.min_successes = min_successes
         self.on_rejected = on_rejected
+        self.node_order, self.node_label = node_order, node_label
+        self.sampling_seed = sampling_seed
+        self.round_offset = round_offset
         self._reference: dict[str, tuple[tuple[int, ...], str]] = {}
+        self._sampled: list[int] = []
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         self._reference = {name: (tuple(array.shape), array.dtype) for name, array in arrays.items()}
-        return super().configure_train(server_round, arrays, config, grid)
+        saved = random.getstate()
+        random.seed(self.sampling_seed * 1_000_003 + self.round_offset + server_round)
+        try:
+            messages = list(super().configure_train(server_round, arrays, config, _OrderedGrid(grid, self.node_order)))
+        finally:
+            random.setstate(saved)  # nothing else in the process sees the seeded stream
+        self._sampled = [message.metadata.dst_node_id for message in messages]
+        return messages
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The strategy's own state to checkpoint (FedAdam's server moments; empty for FedAvg/FedProx)."""
+        return {
+            f"{moment}/{name}": value
+            for moment in _MOMENTS
+            for name, value in (getattr(self, moment, None) or {}).items()
+        }
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore what `state_arrays` saved, so a resumed FedAdam continues with its moments."""
+        for moment in _MOMENTS:
+            values = {key.split("/", 1)[1]: value for key, value in arrays.items() if key.split("/", 1)[0] == moment}
+            if values:
+                setattr(self, moment, values)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         usable, rejected = [], []
+        replies = list(replies)
         for reply in replies:
             node = reply.metadata.src_node_id
             if reply.has_error():
@@ -66,15 +114,32 @@ class _Screening:
             else:
                 log(WARNING, "round %d: rejected the update of node %d: %s", server_round, node, problem)
                 rejected.append({"node-id": node, "problem": problem})
+        replied = {reply.metadata.src_node_id for reply in replies}
+        rejected += [{"node-id": node, "problem": "no reply (lost or timed out)"} for node in self._sampled if node not in replied]
         self.on_rejected(server_round, rejected)
         if len(usable) < self.min_successes:
-            details = "; ".join(f"node {r['node-id']}: {r['problem']}" for r in rejected) or "no replies"
+            lost = "; ".join(f"{self.node_label(r['node-id'])}: {r['problem']}" for r in rejected) or "no replies"
             raise RoundFailedError(
-                f"round {server_round}: {len(usable)} usable client updates, fewer than the "
-                f"{self.min_successes} required (federation.min_train_clients). {details}"
+                f"round {server_round + self.round_offset}: {len(usable)} usable client updates, fewer than the "
+                f"{self.min_successes} required (federation.min_train_fraction / min_train_clients). Lost: {lost}"
             )
-        arrays, metrics = super().aggregate_train(server_round, usable)
+        usable.sort(key=lambda reply: self.node_order(reply.metadata.src_node_id))
+        # FedAdam's bias correction counts rounds: a resumed run continues the original count.
+        arrays, metrics = super().aggregate_train(server_round + self.round_offset, usable)
         return (_with_reference_dtypes(arrays, self._reference) if arrays is not None else None), metrics
+
+
+class _OrderedGrid:
+    """A Grid whose node ids come in a fixed order; everything else is the wrapped grid's."""
+
+    def __init__(self, grid: Grid, node_order: NodeOrder) -> None:
+        self._grid, self._node_order = grid, node_order
+
+    def get_node_ids(self) -> Iterator[int]:
+        return iter(sorted(self._grid.get_node_ids(), key=self._node_order))
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - whatever the grid has
+        return getattr(self._grid, name)
 
 
 def _with_reference_dtypes(arrays: ArrayRecord, reference: dict[str, tuple[tuple[int, ...], str]]) -> ArrayRecord:

@@ -17,9 +17,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedtosc.experiment import embedding_width, ensure_knowledge, experiment_student, load_experiment, load_teacher, resolve_device
+from fedtosc.run_failure import clear_failure, record_failure
 from fedtosc.run_record import RunRecorder, load_run_config
 from server.broadcast import describe_nodes, send_knowledge, wait_for_nodes
-from server.checkpoint import load_checkpoint, save_checkpoint
+from server.checkpoint import load_checkpoint, load_strategy_state, save_checkpoint
+from server.screening import RoundFailedError
 from server.strategies import make_strategy
 
 app = ServerApp()
@@ -57,18 +59,25 @@ def main(grid: Grid, context: Context) -> None:
         overall_round = rounds_done + server_round if server_round else 0
         metrics = recorder.evaluate_round(overall_round, arrays)
         if server_round > 0:  # after the metrics line: a resume drops lines past the checkpoint
-            save_checkpoint(run_dir, overall_round, arrays.to_torch_state_dict())
+            save_checkpoint(run_dir, overall_round, arrays.to_torch_state_dict(), strategy.state_arrays())
         return metrics
 
-    strategy = make_strategy(config, recorder.aggregate_train_metrics, recorder.note_rejections)
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=ArrayRecord(student.state_dict()),
-        num_rounds=federation.rounds - rounds_done,
-        timeout=federation.round_timeout_s,
-        train_config=ConfigRecord({"round-offset": rounds_done}),
-        evaluate_fn=evaluate_and_checkpoint,
-    )
+    strategy = make_strategy(config, recorder.aggregate_train_metrics, recorder.note_rejections, nodes, rounds_done)
+    if resume:
+        strategy.load_state_arrays(load_strategy_state(run_dir))
+    clear_failure(run_dir)
+    try:
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=ArrayRecord(student.state_dict()),
+            num_rounds=federation.rounds - rounds_done,
+            timeout=federation.round_timeout_s,
+            train_config=ConfigRecord({"round-offset": rounds_done}),
+            evaluate_fn=evaluate_and_checkpoint,
+        )
+    except RoundFailedError as error:
+        record_failure(run_dir, str(error))  # the launcher's last line names the lost nodes
+        raise
     if result.arrays is not None and len(result.arrays) > 0:
         student.load_state_dict(result.arrays.to_torch_state_dict())
     recorder.finish(student)

@@ -6,6 +6,7 @@ clients are weighted by examples times a channel-quality factor instead of examp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from flwr.app import MetricRecord, RecordDict
@@ -14,14 +15,22 @@ from fedtosc.config import ExperimentConfig
 from fedtosc.federated import AGGREGATION_WEIGHT_KEY
 from server.screening import RejectionFn, ScreenedFedAdam, ScreenedFedAvg, ScreenedFedProx
 
-__all__ = ["make_strategy"]
+__all__ = ["make_strategy", "min_successes"]
 
 TrainMetricsFn = Callable[[list[RecordDict], str], MetricRecord]
 
 
-def make_strategy(config: ExperimentConfig, train_metrics_fn: TrainMetricsFn, on_rejected: RejectionFn) -> ScreenedFedAvg:
+def make_strategy(
+    config: ExperimentConfig,
+    train_metrics_fn: TrainMetricsFn,
+    on_rejected: RejectionFn,
+    nodes: dict[int, dict] | None = None,
+    round_offset: int = 0,
+) -> ScreenedFedAvg:
+    """The configured strategy over screened updates. `nodes` (node id -> its `describe` reply)
+    fixes the order nodes are sampled and aggregated in (by partition) and names them in errors;
+    `round_offset` is the rounds a resumed run already did."""
     federation = config.federation
-    min_successes = federation.min_train_clients or max(1, int(federation.num_clients * federation.fraction_train))
     common = {
         "fraction_train": federation.fraction_train,
         # The server evaluates the global student centrally over the SNR sweep instead.
@@ -29,12 +38,16 @@ def make_strategy(config: ExperimentConfig, train_metrics_fn: TrainMetricsFn, on
         # Flower samples max(fraction x connected, min_train_nodes) and waits, with no time limit,
         # for that many connected nodes: keeping both minimums at min_successes lets a run go on
         # after a node dies instead of hanging.
-        "min_train_nodes": min_successes,
-        "min_available_nodes": min_successes,
+        "min_train_nodes": min_successes(config),
+        "min_available_nodes": min_successes(config),
         "weighted_by_key": AGGREGATION_WEIGHT_KEY if config.strategy.snr_aware else "num-examples",
         "train_metrics_aggr_fn": train_metrics_fn,
-        "min_successes": min_successes,
+        "min_successes": min_successes(config),
         "on_rejected": on_rejected,
+        "node_order": _partition_order(nodes or {}),
+        "node_label": _node_label(nodes or {}),
+        "sampling_seed": config.seed,
+        "round_offset": round_offset,
     }
     name = config.strategy.name
     if name == "fedprox":
@@ -42,3 +55,29 @@ def make_strategy(config: ExperimentConfig, train_metrics_fn: TrainMetricsFn, on
     if name == "fedadam":
         return ScreenedFedAdam(eta=config.strategy.server_lr, eta_l=config.train.lr, **common)
     return ScreenedFedAvg(**common)
+
+
+def min_successes(config: ExperimentConfig) -> int:
+    """Usable updates a round needs: `federation.min_train_clients` when set, else
+    `federation.min_train_fraction` of the sampled clients, rounded up (half by default: 2 of 3,
+    2 of 4, 1 of 2), so a lost node costs a round's share, not the run."""
+    federation = config.federation
+    if federation.min_train_clients is not None:
+        return federation.min_train_clients
+    sampled = max(1, int(federation.num_clients * federation.fraction_train))
+    return max(1, math.ceil(federation.min_train_fraction * sampled))
+
+
+def _partition_order(nodes: dict[int, dict]) -> Callable[[int], int]:
+    # Unknown nodes (none in practice: every node answered `describe`) sort after the known ones.
+    return lambda node_id: int(nodes[node_id]["partition-id"]) if node_id in nodes else len(nodes) + node_id
+
+
+def _node_label(nodes: dict[int, dict]) -> Callable[[int], str]:
+    def label(node_id: int) -> str:
+        if node_id not in nodes:
+            return f"node {node_id}"
+        entry = nodes[node_id]
+        return f"node {node_id} (partition {entry['partition-id']}, {entry['channel-profile']})"
+
+    return label

@@ -151,11 +151,15 @@ def prepare_run(overrides: list[str]) -> Path:
 def _run(args: argparse.Namespace) -> int:
     from fedtosc.commands.run import project_root
     from fedtosc.deployment import flwr_run
+    from fedtosc.launch import FederationLaunchError
     from fedtosc.results import print_summary, read_results
+    from fedtosc.run_failure import describe_ended_run
 
     cli_home = _cli_home(args)
     run_dir = prepare_run(args.overrides)
     print(f"run directory: {run_dir}")
     flwr_run(project_root(), cli_home, _SUPERLINK_NAME, run_dir)
+    if not (run_dir / "results.json").is_file():
+        raise FederationLaunchError(describe_ended_run(run_dir, "the SuperLink's log"))
     print_summary(read_results(run_dir), run_dir)
     return 0
