@@ -7,6 +7,7 @@ resumed run continues exactly where the uninterrupted one would be.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from fedtosc.digests import DIGESTS_KEY, digest_problem, tensor_digests
 
 __all__ = ["CHECKPOINT_FILE", "CheckpointError", "load_checkpoint", "load_strategy_state", "save_checkpoint"]
 
@@ -35,7 +38,8 @@ def save_checkpoint(
     partial = path.with_name(f".{CHECKPOINT_FILE}.partial")
     tensors = {k: v.contiguous().cpu() for k, v in state.items()}
     tensors |= {_STRATEGY_PREFIX + k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in (strategy_state or {}).items()}
-    save_file(tensors, str(partial), metadata={"round": str(server_round)})
+    digests = json.dumps(tensor_digests({k: v.numpy() for k, v in tensors.items()}), sort_keys=True)
+    save_file(tensors, str(partial), metadata={"round": str(server_round), DIGESTS_KEY: digests})
     os.replace(partial, path)
 
 
@@ -57,8 +61,12 @@ def _read(run_dir: Path) -> tuple[int, dict[str, torch.Tensor]]:
         raise CheckpointError(f"{path} does not exist: that run finished no round yet; start it again without resume=")
     try:
         with safe_open(str(path), framework="pt") as reader:
-            server_round = int((reader.metadata() or {})["round"])
+            metadata = reader.metadata() or {}
+            server_round = int(metadata["round"])
             state = {key: reader.get_tensor(key) for key in reader.keys()}
     except Exception as error:  # safetensors raises several types for truncated or foreign files
         raise CheckpointError(f"{path} is not a readable fedtosc checkpoint ({error}); start the run again") from error
+    problem = digest_problem({key: tensor.numpy() for key, tensor in state.items()}, metadata)
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}; start the run again without resume=")
     return server_round, state

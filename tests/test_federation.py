@@ -15,7 +15,7 @@ from fedtosc.config import FederationConfig, load_config
 from fedtosc.data import partition_indices
 from fedtosc.faults import parse_faults
 from fedtosc.results import read_results
-from server.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from server.checkpoint import CheckpointError, load_checkpoint, load_strategy_state, save_checkpoint
 from server.screening import update_problem
 
 
@@ -57,12 +57,17 @@ def test_screening_accepts_a_matching_update_and_names_each_problem():
 
 
 def test_checkpoint_round_trips_and_a_corrupt_one_is_named(tmp_path):
-    import torch
-
-    save_checkpoint(tmp_path, 3, {"w": torch.arange(4.0)})
+    save_checkpoint(tmp_path, 3, {"w": torch.arange(4.0)}, {"m_t/w": np.ones(4, np.float32)})
     server_round, state = load_checkpoint(tmp_path)
-    assert server_round == 3 and torch.equal(state["w"], torch.arange(4.0))
-    (tmp_path / "checkpoint.safetensors").write_bytes(b"garbage")
+    assert server_round == 3 and list(state) == ["w"] and torch.equal(state["w"], torch.arange(4.0))
+    assert load_strategy_state(tmp_path).keys() == {"m_t/w"}
+    path = tmp_path / "checkpoint.safetensors"
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0x01  # a flipped byte in the data region
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="does not match its recorded sha256 digest"):
+        load_checkpoint(tmp_path)
+    path.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="not a readable fedtosc checkpoint"):
         load_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="does not exist"):
@@ -175,8 +180,6 @@ def test_transfer_set_mode_keeps_private_data_out_of_the_knowledge():
 
 
 def test_transfer_set_rows_alone_carry_the_kd_term():
-    import torch
-
     from fedtosc.config import LossConfig
     from fedtosc.losses import ib_distillation_loss
 

@@ -12,7 +12,9 @@ import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 
+from fedtosc.digests import DIGESTS_KEY
 from fedtosc.knowledge import store as store_module
+from store_files import rewrite_store
 from fedtosc.knowledge.codecs import TeacherOutputs, build_codec
 from fedtosc.knowledge.store import (
     KnowledgeStore,
@@ -160,18 +162,26 @@ def test_plain_safetensors_file_is_not_a_knowledge_store(tmp_path: Path) -> None
         KnowledgeStore.open(path)
 
 
-def _rewrite(path: Path, metadata_changes: dict[str, str], tensor_changes: dict[str, np.ndarray]) -> None:
-    """Rewrite the store bypassing write_store's checks, as another tool or old version might."""
-    with open(path, "rb") as file:
-        header_length = int.from_bytes(file.read(8), "little")
-        metadata = json.loads(file.read(header_length))["__metadata__"]
-    save_file(load_file(str(path)) | tensor_changes, str(path), metadata=metadata | metadata_changes)
+def test_a_flipped_byte_in_the_data_region_is_named(topk_store: _WrittenStore) -> None:
+    path = topk_store[0]
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0x01  # the last tensor's bytes: safetensors itself would read it without complaint
+    path.write_bytes(bytes(raw))
+    with pytest.raises(KnowledgeStoreError, match=r"does not match its recorded sha256 digest.*Rebuild"):
+        KnowledgeStore.open(path)
+
+
+def test_a_store_without_digests_is_refused(topk_store: _WrittenStore) -> None:
+    path = topk_store[0]
+    rewrite_store(path, {DIGESTS_KEY: "not json"}, {})
+    with pytest.raises(KnowledgeStoreError, match="records no tensor digests"):
+        KnowledgeStore.open(path)
 
 
 @pytest.mark.parametrize(
     ("metadata_changes", "tensor_changes", "message"),
     [
-        ({"format_version": "2"}, {}, "format_version 2.*Upgrade fedtosc"),
+        ({"format_version": "3"}, {}, "format_version 3.*Upgrade fedtosc"),
         ({"format_version": "0"}, {}, "format_version 0"),
         ({"num_samples": "49"}, {}, "num_samples"),
         ({}, {"sample.topk_probs": np.zeros((49, 5), np.float16)}, "'sample.topk_probs'.*num_samples=50"),
@@ -188,7 +198,7 @@ def test_inconsistent_store_is_a_store_error_naming_the_cause(
     message: str,
 ) -> None:
     path = topk_store[0]
-    _rewrite(path, metadata_changes, tensor_changes)
+    rewrite_store(path, metadata_changes, tensor_changes)
     with pytest.raises(KnowledgeStoreError, match=message):
         KnowledgeStore.open(path)
 

@@ -7,7 +7,6 @@ client that replays them sees, pixel for pixel, the input the teacher labelled.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from fedtosc.cli import main
 from fedtosc.config import ConfigError, load_config
@@ -27,6 +26,7 @@ from fedtosc.knowledge.codecs import TeacherOutputs, build_codec
 from fedtosc.knowledge.store import KnowledgeStore, KnowledgeStoreError, export_slice, import_slice
 from fedtosc.knowledge.views import apply_views, draw_views
 from fedtosc.models.teachers import Teacher
+from store_files import rewrite_store
 
 _CPU = torch.device("cpu")
 _HEIGHT, _WIDTH = 12, 10  # not square: rows and columns must not be mixed up
@@ -256,21 +256,9 @@ def test_resumed_view_build_equals_uninterrupted_and_never_reuses_another_view_s
     assert sum(len(batch) for batch in teacher.inputs) == len(_INDICES) * 3
 
 
-def _rewrite(path: Path, metadata_changes: dict[str, str | None], tensor_changes: dict[str, np.ndarray | None]) -> None:
-    """Rewrite a store bypassing write_store's checks; a None value deletes that entry."""
-    with open(path, "rb") as file:
-        metadata = json.loads(file.read(int.from_bytes(file.read(8), "little")))["__metadata__"]
-    metadata, tensors = metadata | metadata_changes, load_file(str(path)) | tensor_changes
-    save_file(
-        {name: array for name, array in tensors.items() if array is not None},
-        str(path),
-        metadata={name: value for name, value in metadata.items() if value is not None},
-    )
-
-
 def test_store_written_before_views_existed_opens_as_single_view(tmp_path: Path, data: ImageDataset) -> None:
     path = _build(_RecordingTeacher(), data, tmp_path / "store.safetensors", views=1).path
-    _rewrite(path, {"views": None, "view_seed": None}, {})
+    rewrite_store(path, {"views": None, "view_seed": None}, {})
     store = KnowledgeStore.open(path)
     assert store.header.views == 1 and store.decode(_INDICES[:2]).probs.shape == (2, _CLASSES)
 
@@ -290,7 +278,7 @@ def test_inconsistent_view_layout_is_a_store_error(
     tmp_path: Path, data: ImageDataset, metadata_changes: dict, tensor_changes: dict, message: str
 ) -> None:
     path = _build(_RecordingTeacher(), data, tmp_path / "store.safetensors", views=3).path
-    _rewrite(path, metadata_changes, tensor_changes)
+    rewrite_store(path, metadata_changes, tensor_changes)
     with pytest.raises(KnowledgeStoreError, match=message):
         KnowledgeStore.open(path)
 

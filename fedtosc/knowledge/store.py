@@ -27,6 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from fedtosc.digests import DIGESTS_KEY, digest_problem, tensor_digests
 from fedtosc.knowledge.codecs import Knowledge, KnowledgeCodec, build_codec
 from fedtosc.knowledge.views import VIEW_FIELDS
 
@@ -42,7 +43,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "fedtosc-knowledge"
-FORMAT_VERSION = 1
+# 2: every tensor's sha256 digest in the metadata (fedtosc/digests.py).
+FORMAT_VERSION = 2
 
 _INDEX_KEY = "index"
 _SAMPLE_PREFIX = "sample."
@@ -291,6 +293,7 @@ def _with_view_axis(samples: dict[str, np.ndarray], num_samples: int, views: int
 
 
 def _atomic_save(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    metadata = metadata | {DIGESTS_KEY: json.dumps(tensor_digests(tensors), sort_keys=True)}
     path.parent.mkdir(parents=True, exist_ok=True)
     file_descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     os.close(file_descriptor)
@@ -346,6 +349,9 @@ class KnowledgeStore:
             ) from error
         header = _parse_header(metadata, source, _REBUILD)
         _check_expected(header, expect or {}, source)
+        problem = digest_problem({name: handle.get_tensor(name) for name in handle.keys()}, metadata)
+        if problem is not None:
+            raise KnowledgeStoreError(f"{source}: {problem}. {_REBUILD}")
         shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
         _check_layout(header, shapes, source, _REBUILD)
         index = handle.get_tensor(_INDEX_KEY)
