@@ -205,4 +205,5 @@ def test_too_few_nodes_fail_with_a_clear_error_after_the_timeout():
     started = time.monotonic()
     with pytest.raises(TimeoutError, match="only 2 of 4 required SuperNodes connected within 1 s"):
         wait_for_nodes(TwoNodeGrid(), required=4, timeout_s=1.0)
-    assert time.monotonic() - started < 5
+    # It waited out its timeout (a lower bound cannot flake); a hang would hit pytest's timeout.
+    assert time.monotonic() - started >= 1.0

@@ -24,10 +24,9 @@ def test_ctrl_c_mid_run_stops_everything_and_resume_finishes_it(tmp_path):
          "train.local_epochs=1", "channel.eval_snr_db=[10]", *common],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.monotonic() + 300
+    # Wait for the first checkpoint however long a loaded machine takes; a hang hits pytest's timeout.
     while not (run_dir / "checkpoint.safetensors").exists():
         assert process.poll() is None, process.stderr.read()
-        assert time.monotonic() < deadline, "no round finished in 300 s"
         time.sleep(0.5)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=120) == 130
