@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flwr.app import MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
 
 from fedtosc.config import ExperimentConfig
 from fedtosc.federated import AGGREGATION_WEIGHT_KEY
@@ -19,7 +20,9 @@ __all__ = ["make_strategy"]
 TrainMetricsFn = Callable[[list[RecordDict], str], MetricRecord]
 
 
-def make_strategy(config: ExperimentConfig, train_metrics_fn: TrainMetricsFn, on_rejected: RejectionFn) -> ScreenedFedAvg:
+def make_strategy(config: ExperimentConfig, train_metrics_fn: TrainMetricsFn, on_rejected: RejectionFn) -> FedAvg:
+    """The screened strategy `strategy.name` names: ScreenedFedAvg, ScreenedFedProx or ScreenedFedAdam
+    (siblings, not subclasses of one another; all are FedAvg subclasses)."""
     federation = config.federation
     min_successes = federation.min_train_clients or max(1, int(federation.num_clients * federation.fraction_train))
     common = {
