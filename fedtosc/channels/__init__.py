@@ -8,7 +8,7 @@
 
 The first three are light and imported here; the blocks' names load torch and Sionna on first
 use (``from fedtosc.channels import AWGNChannel`` works as before), so validating a config never
-waits for them.
+waits for them. A name that is in neither raises AttributeError (after importing the blocks).
 """
 
 from __future__ import annotations
@@ -19,20 +19,6 @@ from typing import Any
 from fedtosc.channels.entries import client_profiles, eval_links, parse_channel_profiles, parse_eval_link
 from fedtosc.channels.limits import CHANNEL_NAMES, CSI_MODES, SNR_DB_LIMITS, SNR_KINDS
 from fedtosc.channels.profiles import ChannelProfile, EvalLink
-
-_BLOCKS = (
-    "validate_snr_db",
-    "real_to_complex",
-    "complex_to_real",
-    "normalize_power",
-    "seed_channels",
-    "ChannelOutput",
-    "Channel",
-    "AWGNChannel",
-    "RayleighChannel",
-    "RicianChannel",
-    "build_channel",
-)
 
 __all__ = [
     "SNR_DB_LIMITS",
@@ -45,12 +31,14 @@ __all__ = [
     "parse_eval_link",
     "client_profiles",
     "eval_links",
-    *_BLOCKS,
-]
+]  # and, loaded on first use, every name in fedtosc.channels.blocks.__all__
 
 
 def __getattr__(name: str) -> Any:
-    """The channel blocks' names, imported (with torch and Sionna) when first asked for."""
-    if name in _BLOCKS:
-        return getattr(importlib.import_module("fedtosc.channels.blocks"), name)
+    """A channel block's name (``AWGNChannel``, ``validate_snr_db``...), imported with torch and
+    Sionna when first asked for."""
+    if not name.startswith("__"):
+        blocks = importlib.import_module("fedtosc.channels.blocks")
+        if name in blocks.__all__:
+            return getattr(blocks, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
