@@ -69,7 +69,7 @@ def _run_dir(runs: Path, method: str, seed: int) -> Path:
 def _run_one(method: str, seed: int, runs: Path, budget: list[str]) -> None:
 
     from fedtosc.centralized import train_centralized
-    from fedtosc.commands.run import make_run_dir
+    from fedtosc.run_dir import make_run_dir
     from fedtosc.config import load_config
     from fedtosc.experiment import resolve_device
 

@@ -10,8 +10,8 @@ directory (config.yaml, metrics.jsonl, results.json, plots), so `fedtosc train` 
   sees the heterogeneous SNRs (and channel types) that the federation sees;
 - budget: federation.rounds * train.local_epochs epochs, i.e. the passes over its data each
   client makes in FL; beta anneals by round as in FL. One metrics.jsonl line per epoch.
-  AdamW restarts every epoch, as a client's optimizer does every round at the default
-  local_epochs=1.
+  AdamW restarts every epoch, whereas a client's restarts every round, i.e. every
+  train.local_epochs epochs (3 by default): the two match only at train.local_epochs=1.
 """
 
 from __future__ import annotations

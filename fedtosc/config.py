@@ -8,7 +8,6 @@ value of the wrong type stops the run before any work (Hydra names the key), and
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ __all__ = [
     "TrainConfig",
     "check_ranges",
     "config_from_json",
+    "config_value",
     "config_to_json",
     "load_config",
     "register_schema",
@@ -105,6 +105,11 @@ class ChannelConfig:
     One source of truth for CSI and Rician K: an entry's own `:csi=` / `:k=` decide its link, in
     `clients` and in `eval_channels` alike; `csi` and `k_factor` are the defaults for entries that
     do not say (fedtosc.channels.client_profiles / eval_links apply them).
+
+    One source of truth for SNRs: every SNR here (client entries, `eval_snr_db`) must lie within
+    `fedtosc.channels.limits.SNR_DB_LIMITS`, [-30, 50] dB, the range the channels enforce. It is
+    not a config key: a narrower key could only repeat that check, and a wider one would pass
+    values the channels then refuse after training.
     """
 
     # One entry per client (or one entry for all): `awgn:10`, `rayleigh:0~20`, `awgn:gm(10,3,0.9)`, `rician:10:k=5:csi=none`
@@ -116,8 +121,6 @@ class ChannelConfig:
     # over eval_snr_db; null: the clients' distinct links, each with the K and CSI it trained with.
     eval_channels: list[str] | None = None
     eval_snr_db: list[float] = field(default_factory=lambda: [-5.0, 0.0, 5.0, 10.0, 15.0, 20.0])
-    snr_min_db: float = -30.0
-    snr_max_db: float = 50.0
 
 
 @dataclass
@@ -195,8 +198,8 @@ class ExperimentConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     method: str = "full"  # set by the conf/method group: full | labels_only | online_kd | no_adaptive | no_ib | fixed_rate
     seed: int = 0
-    output_dir: str | None = None
-    resume: str | None = None  # a run directory: continue its federation from the last checkpointed round  # default: runs/<timestamp>
+    output_dir: str | None = None  # default: runs/<timestamp>
+    resume: str | None = None  # a run directory: continue its federation from the last checkpointed round
     device: str = "auto"  # auto | cpu | cuda
 
 
@@ -232,7 +235,8 @@ _FRACTIONS: tuple[str, ...] = (
 )
 
 
-def _get(config: ExperimentConfig, dotted: str) -> Any:
+def config_value(config: ExperimentConfig, dotted: str) -> Any:
+    """The value of a dotted key, e.g. `config_value(config, "dataset.root")`."""
     value: Any = config
     for part in dotted.split("."):
         value = getattr(value, part)
@@ -242,31 +246,36 @@ def _get(config: ExperimentConfig, dotted: str) -> Any:
 def check_ranges(config: ExperimentConfig) -> None:
     """Raise ConfigError naming the first key whose value is out of range."""
     for key, choices in _CHOICES.items():
-        if _get(config, key) not in choices:
-            raise ConfigError(f"{key}={_get(config, key)!r} is not one of {list(choices)}")
+        if config_value(config, key) not in choices:
+            raise ConfigError(f"{key}={config_value(config, key)!r} is not one of {list(choices)}")
     for key in _POSITIVE:
-        if not _get(config, key) > 0:
-            raise ConfigError(f"{key}={_get(config, key)} must be > 0")
+        if not config_value(config, key) > 0:
+            raise ConfigError(f"{key}={config_value(config, key)} must be > 0")
     for key in _NON_NEGATIVE:
-        if not _get(config, key) >= 0:
-            raise ConfigError(f"{key}={_get(config, key)} must be >= 0")
+        if not config_value(config, key) >= 0:
+            raise ConfigError(f"{key}={config_value(config, key)} must be >= 0")
     for key in _FRACTIONS:
-        if not 0 < _get(config, key) <= 1:
-            raise ConfigError(f"{key}={_get(config, key)} must be in (0, 1]")
+        if not 0 < config_value(config, key) <= 1:
+            raise ConfigError(f"{key}={config_value(config, key)} must be in (0, 1]")
     if not 0 <= config.dataset.transfer_fraction < 1 - config.dataset.server_fraction:
         raise ConfigError("dataset.transfer_fraction must be in [0, 1 - dataset.server_fraction)")
     if config.student.min_channel_uses > config.student.channel_uses:
         raise ConfigError("student.min_channel_uses must be <= student.channel_uses")
     if config.student.rate_adaptive and not config.student.adaptive:
         raise ConfigError("student.rate_adaptive=true needs student.adaptive=true: the rate controller conditions on the SNR")
-    low, high = config.channel.snr_min_db, config.channel.snr_max_db
-    if not low < high:
-        raise ConfigError(f"channel.snr_min_db={low} must be < channel.snr_max_db={high}")
+    # The channels' own checks, in pure Python: a value that passes here passes there too.
+    from fedtosc.channels import client_profiles, eval_links
+    from fedtosc.channels.limits import check_k_factor, check_snr_db
+
     for snr_db in config.channel.eval_snr_db:
-        if not low <= snr_db <= high:
-            raise ConfigError(f"channel.eval_snr_db has {snr_db}, outside [{low}, {high}] dB (channel.snr_min_db/snr_max_db)")
-    if not (math.isfinite(config.channel.k_factor) and config.channel.k_factor >= 0):
-        raise ConfigError(f"channel.k_factor={config.channel.k_factor} must be a finite number >= 0")
+        try:
+            check_snr_db(snr_db)
+        except ValueError as error:
+            raise ConfigError(f"channel.eval_snr_db: {error}") from error
+    try:
+        check_k_factor(config.channel.k_factor)
+    except ValueError as error:
+        raise ConfigError(f"channel.k_factor: {error}") from error
     if config.federation.min_train_clients is not None and not (
         1 <= config.federation.min_train_clients <= config.federation.num_clients
     ):
@@ -278,8 +287,6 @@ def check_ranges(config: ExperimentConfig) -> None:
     except ValueError as error:
         raise ConfigError(f"federation.inject_faults: {error}") from error
     # Parsing the client channel line checks its entry count against num_clients and every SNR.
-    from fedtosc.channels import client_profiles, eval_links
-
     try:
         client_profiles(config.channel, config.federation.num_clients)
     except ValueError as error:

@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 
 from flwr.app import MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
 
 from fedtosc.config import ExperimentConfig
 from fedtosc.federated import AGGREGATION_WEIGHT_KEY
@@ -26,8 +27,9 @@ def make_strategy(
     on_rejected: RejectionFn,
     nodes: dict[int, dict] | None = None,
     round_offset: int = 0,
-) -> ScreenedFedAvg:
-    """The configured strategy over screened updates. `nodes` (node id -> its `describe` reply)
+) -> FedAvg:
+    """The screened strategy `strategy.name` names (ScreenedFedAvg, ScreenedFedProx or ScreenedFedAdam:
+    siblings, all FedAvg subclasses). `nodes` (node id -> its `describe` reply)
     fixes the order nodes are sampled and aggregated in (by partition) and names them in errors;
     `round_offset` is the rounds a resumed run already did."""
     federation = config.federation

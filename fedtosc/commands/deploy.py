@@ -139,20 +139,21 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def prepare_run(overrides: list[str]) -> Path:
     """The server box's half of a run: resolved config, teacher and knowledge store, all local to it."""
-    from fedtosc.commands.run import make_run_dir, project_root
-    from fedtosc.experiment import prepare_server
+    from fedtosc.run_dir import make_run_dir, project_root
 
     config = load_config(overrides)
     run_dir = make_run_dir(config, project_root())
+    from fedtosc.experiment import prepare_server
+
     prepare_server(config)
     return run_dir
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fedtosc.commands.run import project_root
     from fedtosc.deployment import flwr_run
     from fedtosc.launch import FederationLaunchError
     from fedtosc.results import print_summary, read_results
+    from fedtosc.run_dir import project_root
     from fedtosc.run_failure import describe_ended_run
 
     cli_home = _cli_home(args)

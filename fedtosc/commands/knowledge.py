@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from fedtosc.config import load_config
+from fedtosc.preflight import load_checked_config
 
 __all__ = ["describe_store", "register"]
 
@@ -55,15 +55,16 @@ def describe_store(store) -> dict:  # noqa: ANN001 - a KnowledgeStore
 
 
 def _build(args: argparse.Namespace) -> int:
-    import torch
-
-    from fedtosc.experiment import ensure_knowledge, load_experiment, load_teacher, resolve_device
-
-    config = load_config(args.overrides)
+    # The config is checked before torch loads: a bad one fails in well under a second.
+    config = load_checked_config(args.overrides)
     if config.knowledge.mode != "prestored":
         print(f"fedtosc: knowledge.mode={config.knowledge.mode} uses no pre-stored knowledge; nothing to build",
               file=sys.stderr)
         return 2
+    import torch
+
+    from fedtosc.experiment import ensure_knowledge, load_experiment, load_teacher, resolve_device
+
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     experiment = load_experiment(config)

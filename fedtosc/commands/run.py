@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 from pathlib import Path
 
-from fedtosc.config import ConfigError, ExperimentConfig, load_config
+from fedtosc.config import load_config
+from fedtosc.run_dir import make_run_dir, project_root
 
-__all__ = ["make_run_dir", "project_root", "register"]
+__all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,45 +17,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run)
 
 
-def project_root() -> Path:
-    """The checkout holding pyproject.toml with the Flower app (server/, clients/, conf/)."""
-    for candidate in (Path(__file__).resolve().parents[2], Path.cwd()):
-        if (candidate / "pyproject.toml").is_file() and (candidate / "server" / "server_app.py").is_file():
-            return candidate
-    raise SystemExit("fedtosc run needs the project checkout (pyproject.toml, server/, clients/): run it from there")
-
-
-def make_run_dir(config: ExperimentConfig, root: Path) -> Path:
-    """`output_dir`, or runs/<timestamp>, holding the resolved config."""
-    run_dir = Path(config.output_dir) if config.output_dir else root / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")
-    from fedtosc.run_record import write_run_config
-
-    run_dir = run_dir.expanduser().resolve()
-    if ":" in str(run_dir):
-        # Flower puts the installed app under the run dir on the workers' PYTHONPATH, where ':' splits.
-        raise ConfigError(f"output_dir={run_dir} contains ':', which breaks Flower's module path; choose another")
-    write_run_config(config, run_dir)
-    return run_dir
-
-
 def _run(args: argparse.Namespace) -> int:
-    from fedtosc.experiment import prepare_server
-    from fedtosc.launch import run_simulation
-    from fedtosc.results import print_summary, read_results
-    from fedtosc.run_record import load_run_config, write_run_config
-
+    # The config is checked before torch, Flower and Sionna load: a bad one fails in well under a second.
     config = load_config(args.overrides)
     root = project_root()
     resuming = config.resume is not None
     if resuming:
+        from fedtosc.preflight import check_before_work
+        from fedtosc.run_record import load_run_config, write_run_config
+
         # The interrupted run's own config, plus any overrides given with resume= (e.g. more rounds).
         run_dir = Path(config.resume).expanduser().resolve()
         config = load_run_config(run_dir, overrides=[o for o in args.overrides if not o.startswith("resume=")])
+        check_before_work(config, run_dir)
         write_run_config(config, run_dir)
         print(f"resuming run: {run_dir}")
     else:
         run_dir = make_run_dir(config, root)
         print(f"run directory: {run_dir}")
+    from fedtosc.experiment import prepare_server
+    from fedtosc.launch import run_simulation
+    from fedtosc.results import print_summary, read_results
+
     # Prepared here, with progress bars on the user's terminal; the ServerApp then finds both cached.
     _, teacher, store = prepare_server(config)
     print(

@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fedtosc.commands.run import project_root
-from fedtosc.config import ConfigError
-from fedtosc.results import write_json_atomic
+from fedtosc.preflight import check_writable
+from fedtosc.run_dir import project_root
 
 __all__ = ["register"]
 
@@ -41,10 +40,10 @@ def _add_study(studies: argparse._SubParsersAction, name: str, summary: str) -> 
 
 def _study(args: argparse.Namespace) -> int:
     from fedtosc import studies
+    from fedtosc.results import write_json_atomic
 
-    if args.centralized and not _has_command("train"):
-        raise ConfigError("--centralized needs the `fedtosc train` command, which this install lacks")
     study_dir = (args.output or project_root() / "studies" / args.study).expanduser().resolve()
+    check_writable(study_dir, "--output")
     print(f"study directory: {study_dir}")
     outcomes = studies.run_study(args.study, list(args.overrides), study_dir, centralized=args.centralized)
     write_json_atomic(
@@ -77,12 +76,6 @@ def _study(args: argparse.Namespace) -> int:
         if outcome.status == "failed":
             print(f"  failed: {outcome.run_dir.name}: {outcome.message}")
     return 1 if counts["failed"] else 0
-
-
-def _has_command(name: str) -> bool:
-    from fedtosc.cli import COMMANDS
-
-    return f"fedtosc.commands.{name}" in COMMANDS
 
 
 def _print_rows(rows: list[dict]) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from fedtosc.commands.run import make_run_dir, project_root
 from fedtosc.config import load_config
+from fedtosc.run_dir import make_run_dir, project_root
 
 __all__ = ["register"]
 
@@ -21,15 +21,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    # The config is checked before torch loads: a bad one fails in well under a second.
+    config = load_config(args.overrides)
+    run_dir = make_run_dir(config, project_root())
+    print(f"run directory: {run_dir}")
     import torch
 
     from fedtosc.centralized import train_centralized
     from fedtosc.experiment import resolve_device
     from fedtosc.results import print_summary
 
-    config = load_config(args.overrides)
-    run_dir = make_run_dir(config, project_root())
-    print(f"run directory: {run_dir}")
     torch.manual_seed(config.seed)
     results = train_centralized(config, run_dir, resolve_device(config.device))
     print_summary(results, run_dir)

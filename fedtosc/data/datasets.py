@@ -21,22 +21,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from fedtosc.config import DatasetConfig
+from fedtosc.data.catalog import TORCHVISION_DATASETS, DatasetError, image_folder_classes, require_root
 
 __all__ = ["DataSplits", "DatasetError", "ImageDataset", "load_dataset"]
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-_TORCHVISION_NAMES = {
-    "cifar10": "CIFAR10",
-    "cifar100": "CIFAR100",
-    "mnist": "MNIST",
-    "fashion_mnist": "FashionMNIST",
-    "svhn": "SVHN",
-}
-
-
-class DatasetError(ValueError):
-    """A dataset cannot be loaded; the message says which path or setting and how to fix it."""
-
 
 @dataclass(frozen=True)
 class ImageDataset:
@@ -78,7 +67,7 @@ def load_dataset(config: DatasetConfig, seed: int = 0) -> DataSplits:
     if config.name == "digits":
         splits = _load_digits(config.test_fraction, seed)
     elif config.name == "image_folder":
-        splits = _load_image_folder(_require_root(config), config.cache_dir)
+        splits = _load_image_folder(require_root(config), config.cache_dir)
     else:
         splits = _load_torchvision(config)
     return DataSplits(
@@ -92,12 +81,6 @@ def _cap(dataset: ImageDataset, max_samples: int | None, seed: int) -> ImageData
         return dataset
     chosen = np.sort(np.random.default_rng(seed).permutation(len(dataset))[:max_samples])
     return dataset.subset(chosen)
-
-
-def _require_root(config: DatasetConfig) -> Path:
-    if not config.root:
-        raise DatasetError(f"dataset.name={config.name} needs dataset.root=<folder>")
-    return Path(config.root).expanduser()
 
 
 def _load_digits(test_fraction: float, seed: int) -> DataSplits:
@@ -116,16 +99,7 @@ def _load_digits(test_fraction: float, seed: int) -> DataSplits:
 
 def _load_image_folder(root: Path, cache_dir: str | None) -> DataSplits:
     """`root/train/<class>/*.jpg` and `root/test/<class>/*.jpg`, classes sorted by name."""
-    if not root.is_dir():
-        raise DatasetError(f"image folder {root} does not exist: set dataset.root to a folder holding train/ and test/")
-    for split in ("train", "test"):
-        if not (root / split).is_dir():
-            raise DatasetError(
-                f"image folder {root} has no '{split}/' subfolder: expected {root}/{split}/<class>/<image>.jpg"
-            )
-    class_names = tuple(sorted(p.name for p in (root / "train").iterdir() if p.is_dir()))
-    if not class_names:
-        raise DatasetError(f"image folder {root}/train has no class folders")
+    class_names = image_folder_classes(root)
     cache = Path(cache_dir).expanduser() if cache_dir else None
     return DataSplits(
         train=_read_split(root / "train", class_names, cache),
@@ -204,8 +178,8 @@ def _decode_images(paths: list[Path], split_dir: Path) -> np.ndarray:
 def _load_torchvision(config: DatasetConfig) -> DataSplits:
     import torchvision
 
-    root = _require_root(config)
-    dataset_class = getattr(torchvision.datasets, _TORCHVISION_NAMES[config.name])
+    root = require_root(config)
+    dataset_class = getattr(torchvision.datasets, TORCHVISION_DATASETS[config.name][0])
     splits = []
     for train in (True, False):
         kwargs = {"split": "train" if train else "test"} if config.name == "svhn" else {"train": train}

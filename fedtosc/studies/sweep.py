@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fedtosc.config import ConfigError, config_from_json, config_to_json, default_config_dir, register_schema
+from fedtosc.preflight import check_before_work
 from fedtosc.results import read_results, write_json_atomic
 
 __all__ = ["CELL_FILE", "STUDIES", "CellOutcome", "cell_name", "run_study"]
@@ -124,6 +125,7 @@ def _run_cell(cfg: DictConfig, cells_dir: Path, axis_keys: list[str], command: s
     run_dir = cells_dir / cell_name(axes)
     try:
         expected = config_from_json({**OmegaConf.to_container(cfg, resolve=True), "output_dir": str(run_dir)})
+        check_before_work(expected, run_dir)
     except ConfigError as error:
         print(f"[invalid] {run_dir.name}: {error}", flush=True)
         return CellOutcome(run_dir, axes, "failed", message=str(error))

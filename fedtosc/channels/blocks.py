@@ -1,0 +1,293 @@
+"""The differentiable channel blocks (the "channel" box of design.md): torch and Sionna live here.
+
+The student's encoder output is packed into complex symbols, normalized, and sent through one of
+these channels. Noise and Rayleigh coefficients come from Sionna (``sionna.phy.channel``); this
+module adds only what Sionna lacks: per-sample power normalization, real<->complex packing and
+flat Rician fading.
+
+Conventions (they hold for every block here):
+
+- ``snr_db``: average transmitted symbol power / noise power per complex symbol, in dB, within
+  ``SNR_DB_LIMITS`` (:mod:`fedtosc.channels.limits`).
+- Symbols are normalized to unit average power per sample (:func:`normalize_power`) before the
+  channel, so the noise power per complex symbol is ``noise_power = 10**(-snr_db/10)`` and the
+  AWGN is ``CN(0, noise_power)``.
+- Fading is flat, with ``E|h|^2 = 1``. ``csi="perfect"``: the receiver knows ``h`` and applies
+  zero-forcing ``y * conj(h) / |h|^2``; ``csi="none"``: the receiver gets ``y = h x + n`` as is.
+- ``channel uses`` = complex symbols per sample = ``n`` in ``x: [B, n] complex64``.
+- Randomness of the channels comes from Sionna's generators: seed them with :func:`seed_channels`
+  (``torch.manual_seed`` does not reach them).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import NamedTuple
+
+import torch
+from sionna.phy import config as sionna_config
+from sionna.phy.channel import AWGN, RayleighBlockFading
+
+from fedtosc.channels.limits import CHANNEL_NAMES, SNR_DB_LIMITS, check_csi, check_k_factor, check_snr_db
+
+__all__ = [
+    "validate_snr_db",
+    "real_to_complex",
+    "complex_to_real",
+    "normalize_power",
+    "seed_channels",
+    "ChannelOutput",
+    "Channel",
+    "AWGNChannel",
+    "RayleighChannel",
+    "RicianChannel",
+    "build_channel",
+]
+
+# Guards the per-sample power normalization against an all-zero (or fully masked) sample.
+_POWER_EPS = 1e-12
+# Floor on |h|^2 in zero-forcing: keeps y/h finite in a (probability ~1e-9) exact deep fade
+# without changing the statistics of any realistic fade.
+_ZF_GAIN_FLOOR = 1e-9
+
+
+# --------------------------------------------------------------------------------------------
+# SNR validation, packing, normalization, seeding
+# --------------------------------------------------------------------------------------------
+
+
+def validate_snr_db(
+    snr_db: torch.Tensor | float,
+    low: float = SNR_DB_LIMITS[0],
+    high: float = SNR_DB_LIMITS[1],
+) -> torch.Tensor:
+    """Return ``snr_db`` as a float32 tensor (same device), or raise ``ValueError``.
+
+    Every value must be finite and in ``[low, high]`` dB; the error names the first bad value and
+    states the allowed range (the message of :func:`~fedtosc.channels.limits.check_snr_db`).
+    """
+    snr = torch.as_tensor(snr_db).to(torch.float32)
+    flat = snr.detach().reshape(-1)
+    bad = ~torch.isfinite(flat) | (flat < low) | (flat > high)
+    if bool(bad.any()):
+        check_snr_db(flat[bad][0].item(), low, high)
+    return snr
+
+
+def real_to_complex(x: torch.Tensor) -> torch.Tensor:
+    """Pack ``x: [B, 2n]`` real into ``[B, n] complex64``: first half = real, second half = imag."""
+    if x.dim() != 2 or x.shape[1] % 2 != 0:
+        raise ValueError(f"real_to_complex expects [B, 2n] with an even last dim, got {tuple(x.shape)}")
+    if x.is_complex():
+        raise TypeError("real_to_complex expects a real tensor, got a complex one")
+    real_part, imag_part = x.to(torch.float32).chunk(2, dim=1)
+    return torch.complex(real_part, imag_part)
+
+
+def complex_to_real(z: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`real_to_complex`: ``[B, n] complex`` -> ``[B, 2n] float32`` (real | imag)."""
+    if z.dim() != 2 or not z.is_complex():
+        raise ValueError(f"complex_to_real expects a [B, n] complex tensor, got {tuple(z.shape)} {z.dtype}")
+    z = z.to(torch.complex64)
+    return torch.cat([z.real, z.imag], dim=1)
+
+
+def normalize_power(z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Scale each sample of ``z: [B, n] complex`` to unit average power per active symbol.
+
+    ``mask: [B, n]`` float in {0, 1} marks the active symbols (e.g. a channel-adaptive module that
+    switches symbols off); masked symbols are set to 0 and the power is averaged over active ones
+    only, so the transmitted energy per sample equals its number of active symbols.
+    """
+    if z.dim() != 2 or not z.is_complex():
+        raise ValueError(f"normalize_power expects a [B, n] complex tensor, got {tuple(z.shape)} {z.dtype}")
+    power = z.real.square() + z.imag.square()
+    if mask is None:
+        mean_power = power.mean(dim=1, keepdim=True)
+    else:
+        if mask.shape != z.shape:
+            raise ValueError(f"mask shape {tuple(mask.shape)} must equal z shape {tuple(z.shape)}")
+        mask = mask.to(power.dtype)
+        z = z * mask
+        active = mask.sum(dim=1, keepdim=True).clamp_min(1.0)
+        mean_power = (power * mask).sum(dim=1, keepdim=True) / active
+    return z * torch.rsqrt(mean_power + _POWER_EPS)
+
+
+def seed_channels(seed: int) -> None:
+    """Seed Sionna's generators, which draw all channel noise and fading here.
+
+    Setting ``sionna.phy.config.seed`` also reseeds torch's global generators as a side effect;
+    we restore those so that seeding the channels never changes model initialization or data order.
+    """
+    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        sionna_config.seed = int(seed)
+
+
+# --------------------------------------------------------------------------------------------
+# Channels
+# --------------------------------------------------------------------------------------------
+
+
+class ChannelOutput(NamedTuple):
+    """What a channel use produced, for receivers and measurements.
+
+    received: [B, n] complex64 symbols the receiver sees (equalized when csi == "perfect").
+    coefficients: [B, n] complex64 fading coefficient applied to each symbol (ones for AWGN).
+    noise_power: [B, 1] float32 noise power per complex symbol, 10**(-snr_db/10).
+    """
+
+    received: torch.Tensor
+    coefficients: torch.Tensor
+    noise_power: torch.Tensor
+
+
+def _check_symbols(x: torch.Tensor) -> None:
+    if x.dim() != 2 or not x.is_complex():
+        raise TypeError(
+            f"channel input must be [B, n] complex (use real_to_complex), got {tuple(x.shape)} {x.dtype}"
+        )
+
+
+def _noise_power(snr_db: torch.Tensor | float, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Per-sample noise power [B, 1] from a scalar or [B] SNR in dB (unit signal power)."""
+    snr = validate_snr_db(snr_db).to(device)
+    if snr.dim() == 0:
+        snr = snr.expand(batch_size)
+    elif snr.dim() == 2 and snr.shape[1] == 1:
+        snr = snr[:, 0]
+    if snr.shape != (batch_size,):
+        raise ValueError(f"snr_db must be a scalar or shape [{batch_size}], got {tuple(snr.shape)}")
+    return torch.pow(10.0, -snr / 10.0).unsqueeze(1)
+
+
+def _check_block_length(block_length: int | None) -> int | None:
+    is_positive_int = isinstance(block_length, int) and not isinstance(block_length, bool) and block_length >= 1
+    if block_length is not None and not is_positive_int:
+        raise ValueError(f"block_length must be a positive int or None, got {block_length!r}")
+    return block_length
+
+
+class Channel(torch.nn.Module, ABC):
+    """A flat channel ``x: [B, n] complex64 (unit power) -> y: [B, n] complex64``.
+
+    ``snr_db``: scalar or ``[B]`` float, in dB (one SNR per sample). Gradients flow to ``x``.
+    """
+
+    name: str = "channel"
+    csi: str = "perfect"
+
+    def forward(self, x: torch.Tensor, snr_db: torch.Tensor | float) -> torch.Tensor:
+        return self.transmit(x, snr_db).received
+
+    def transmit(self, x: torch.Tensor, snr_db: torch.Tensor | float) -> ChannelOutput:
+        """Send ``x`` and return what was received together with the channel state."""
+        _check_symbols(x)
+        x = x.to(torch.complex64)
+        noise_power = _noise_power(snr_db, x.shape[0], x.device)
+        device = str(x.device)
+        coefficients = self._draw_coefficients(x.shape[0], x.shape[1], device)
+        # Sionna's AWGN draws CN(0, noise_power) with the device's own (seedable) generator.
+        noisy = AWGN(precision="single", device=device)(coefficients * x, noise_power)
+        if self.csi == "perfect":
+            gain = (coefficients.real.square() + coefficients.imag.square()).clamp_min(_ZF_GAIN_FLOOR)
+            received = noisy * coefficients.conj() / gain
+        else:
+            received = noisy
+        return ChannelOutput(received, coefficients, noise_power)
+
+    @abstractmethod
+    def _draw_coefficients(self, batch_size: int, channel_uses: int, device: str) -> torch.Tensor:
+        """Fading coefficients [B, n] complex64 with E|h|^2 = 1."""
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, csi={self.csi!r}"
+
+
+class AWGNChannel(Channel):
+    """Additive white Gaussian noise: ``y = x + n``, ``n ~ CN(0, 10**(-snr_db/10))``."""
+
+    name = "awgn"
+
+    def _draw_coefficients(self, batch_size: int, channel_uses: int, device: str) -> torch.Tensor:
+        return torch.ones(batch_size, channel_uses, dtype=torch.complex64, device=device)
+
+
+def _rayleigh_coefficients(
+    batch_size: int, channel_uses: int, block_length: int | None, device: str
+) -> torch.Tensor:
+    """CN(0, 1) coefficients [B, n], constant over blocks of ``block_length`` symbols."""
+    block_length = channel_uses if block_length is None else block_length
+    num_blocks = max(1, math.ceil(channel_uses / block_length))
+    # One Sionna draw per (sample, block); Sionna's own block fading spans a whole draw.
+    fading = RayleighBlockFading(1, 1, 1, 1, precision="single", device=device)
+    h, _ = fading(batch_size * num_blocks, 1)
+    per_block = h.reshape(batch_size, num_blocks)
+    return per_block.repeat_interleave(block_length, dim=1)[:, :channel_uses]
+
+
+class RayleighChannel(Channel):
+    """Flat Rayleigh fading ``y = h x + n``, ``h ~ CN(0, 1)`` (Sionna ``RayleighBlockFading``).
+
+    ``h`` is drawn per sample and per block of ``block_length`` consecutive symbols
+    (``None``: one ``h`` for the whole sample, i.e. block fading). ``csi="perfect"`` equalizes by
+    zero-forcing ``y * conj(h) / |h|^2``; ``csi="none"`` returns ``y``.
+    """
+
+    name = "rayleigh"
+
+    def __init__(self, csi: str = "perfect", block_length: int | None = None) -> None:
+        super().__init__()
+        self.csi = check_csi(csi)
+        self.block_length = _check_block_length(block_length)
+
+    def _draw_coefficients(self, batch_size: int, channel_uses: int, device: str) -> torch.Tensor:
+        return _rayleigh_coefficients(batch_size, channel_uses, self.block_length, device)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, block_length={self.block_length}"
+
+
+class RicianChannel(Channel):
+    """Flat Rician fading ``h = sqrt(K/(K+1)) + sqrt(1/(K+1)) * CN(0, 1)``, so ``E|h|^2 = 1``.
+
+    ``k_factor`` (linear, >= 0) is the LOS-to-scattered power ratio; ``K = 0`` is Rayleigh. The LOS
+    phase is 0 (the receiver is assumed locked to it). The scattered part comes from Sionna's
+    ``RayleighBlockFading``; ``csi`` and ``block_length`` are as in :class:`RayleighChannel`.
+    """
+
+    name = "rician"
+
+    def __init__(self, k_factor: float = 3.0, csi: str = "perfect", block_length: int | None = None) -> None:
+        super().__init__()
+        self.k_factor = check_k_factor(k_factor)
+        self.csi = check_csi(csi)
+        self.block_length = _check_block_length(block_length)
+
+    def _draw_coefficients(self, batch_size: int, channel_uses: int, device: str) -> torch.Tensor:
+        scattered = _rayleigh_coefficients(batch_size, channel_uses, self.block_length, device)
+        line_of_sight = math.sqrt(self.k_factor / (self.k_factor + 1.0))
+        return line_of_sight + math.sqrt(1.0 / (self.k_factor + 1.0)) * scattered
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, k_factor={self.k_factor:g}, block_length={self.block_length}"
+
+
+def build_channel(
+    name: str, *, csi: str = "perfect", k_factor: float = 3.0, block_length: int | None = None
+) -> Channel:
+    """Make a channel by name: ``"awgn"``, ``"rayleigh"`` or ``"rician"``.
+
+    ``csi`` is checked for every name (AWGN has nothing to equalize, so it ignores the value).
+    """
+    check_csi(csi)
+    _check_block_length(block_length)
+    if name == "awgn":
+        return AWGNChannel()
+    if name == "rayleigh":
+        return RayleighChannel(csi=csi, block_length=block_length)
+    if name == "rician":
+        return RicianChannel(k_factor=k_factor, csi=csi, block_length=block_length)
+    raise ValueError(f"unknown channel {name!r}; known: {list(CHANNEL_NAMES)}")

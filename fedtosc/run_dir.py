@@ -1,0 +1,46 @@
+"""Where a command's outputs go: the project checkout and a run's directory.
+
+Shared by the commands that write runs (run, train, deploy) and studies; below the commands
+layer, so no command imports another.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from fedtosc.config import ConfigError, ExperimentConfig
+
+__all__ = ["make_run_dir", "project_root", "run_dir_path"]
+
+
+def project_root() -> Path:
+    """The checkout holding pyproject.toml with the Flower app (server/, clients/, conf/)."""
+    for candidate in (Path(__file__).resolve().parents[1], Path.cwd()):
+        if (candidate / "pyproject.toml").is_file() and (candidate / "server" / "server_app.py").is_file():
+            return candidate
+    raise SystemExit("fedtosc run needs the project checkout (pyproject.toml, server/, clients/): run it from there")
+
+
+def run_dir_path(config: ExperimentConfig, root: Path) -> Path:
+    """`output_dir`, or `root`/runs/<timestamp>, resolved; ConfigError if Flower could not use it."""
+    run_dir = Path(config.output_dir) if config.output_dir else root / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = run_dir.expanduser().resolve()
+    if ":" in str(run_dir):
+        # Flower puts the installed app under the run dir on the workers' PYTHONPATH, where ':' splits.
+        raise ConfigError(f"output_dir={run_dir} contains ':', which breaks Flower's module path; choose another")
+    return run_dir
+
+
+def make_run_dir(config: ExperimentConfig, root: Path) -> Path:
+    """Check the config before any work (fedtosc.preflight), then create the run directory
+    (:func:`run_dir_path`) holding the resolved config; return it."""
+    from fedtosc.preflight import check_before_work
+
+    run_dir = run_dir_path(config, root)
+    check_before_work(config, run_dir)
+    # Imported after the check: run_record loads torch and Flower, and a bad config must fail fast.
+    from fedtosc.run_record import write_run_config
+
+    write_run_config(config, run_dir)
+    return run_dir
