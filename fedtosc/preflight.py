@@ -26,9 +26,15 @@ __all__ = ["check_before_work", "check_writable", "load_checked_config"]
 _ONLY_FOR: dict[str, tuple[str, tuple[str, ...]]] = {
     "dataset.root": ("dataset.name", ("image_folder", *TORCHVISION_DATASETS)),
     "dataset.download": ("dataset.name", tuple(TORCHVISION_DATASETS)),
-    "teacher.checkpoint": ("teacher.name", ("clip",)),
+    "teacher.checkpoint": ("teacher.name", ("clip", "resnet")),
     "teacher.pretrained": ("teacher.name", ("clip",)),
     "knowledge.pca_dim": ("knowledge.codec", ("pca_embedding",)),
+}
+
+# How to supply a missing teacher checkpoint, by teacher.
+_CHECKPOINT_FIX = {
+    "clip": "point it at an open_clip weights file",
+    "resnet": "train one with `fedtosc teacher train teacher=resnet_cifar dataset=cifar10_folder`",
 }
 
 
@@ -56,10 +62,10 @@ def check_before_work(config: ExperimentConfig, output: Path | None = None) -> N
     names = config.teacher.class_names
     if names is not None and len(names) != classes:
         raise ConfigError(f"teacher.class_names has {len(names)} names but {dataset} has {classes} classes; give {classes} or null")
-    if config.teacher.name == "clip" and config.teacher.checkpoint:
+    if config.teacher.checkpoint and config.teacher.name in _CHECKPOINT_FIX:
         checkpoint = Path(config.teacher.checkpoint).expanduser()
         if not checkpoint.is_file():
-            raise ConfigError(f"teacher.checkpoint={checkpoint} is not a file; point it at an open_clip weights file")
+            raise ConfigError(f"teacher.checkpoint={checkpoint} is not a file; {_CHECKPOINT_FIX[config.teacher.name]}")
     folders = {"teacher.cache_dir": config.teacher.cache_dir, "knowledge.cache_dir": config.knowledge.cache_dir}
     if config.dataset.cache_dir and config.dataset.name == "image_folder":
         folders["dataset.cache_dir"] = config.dataset.cache_dir

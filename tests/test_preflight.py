@@ -75,7 +75,15 @@ def test_a_key_the_chosen_entry_ignores_is_refused_by_name(override: str, key: s
 @pytest.mark.parametrize("group", sorted(p.stem for p in (_ROOT / "conf" / "teacher").glob("*.yaml")))
 @pytest.mark.parametrize("knowledge", sorted(p.stem for p in (_ROOT / "conf" / "knowledge").glob("*.yaml")))
 def test_every_shipped_group_passes_the_checks(group: str, knowledge: str) -> None:
+    config = load_config([f"teacher={group}"])
+    if config.teacher.checkpoint and not Path(config.teacher.checkpoint).is_file():
+        pytest.skip(f"{config.teacher.checkpoint} is not in this checkout (a missing checkpoint is tested below)")
     load_checked_config([f"teacher={group}", f"knowledge={knowledge}"])
+
+
+def test_a_missing_teacher_checkpoint_says_how_to_get_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"teacher.checkpoint=.*nowhere.safetensors is not a file; train one with"):
+        load_checked_config(["teacher=resnet_cifar", f"teacher.checkpoint={tmp_path}/nowhere.safetensors"])
 
 
 def test_an_output_dir_that_cannot_be_written_is_named(tmp_path: Path) -> None:
