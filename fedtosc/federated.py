@@ -19,7 +19,7 @@ from fedtosc.channels import ChannelProfile, client_profiles
 from fedtosc.config import ExperimentConfig, config_from_json
 from fedtosc.experiment import Experiment, load_experiment
 from fedtosc.knowledge.store import export_slice, import_slice
-from fedtosc.knowledge.views import identity_views
+from fedtosc.data.views import identity_views
 from fedtosc.training import LocalData
 
 __all__ = [

@@ -13,7 +13,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from fedtosc.knowledge import store as store_module
-from fedtosc.knowledge.codecs import TeacherOutputs, build_codec
+from fedtosc.knowledge.codecs import build_codec
 from fedtosc.knowledge.store import (
     KnowledgeStore,
     KnowledgeStoreError,
@@ -22,6 +22,7 @@ from fedtosc.knowledge.store import (
     import_slice,
     write_store,
 )
+from fedtosc.models.outputs import TeacherOutputs
 
 _NUM_SAMPLES = 50
 _NUM_CLASSES = 10

@@ -7,7 +7,7 @@ after a kill computes only the missing chunks and yields the same store as an un
 build. At the end it fits and applies the codec, records its fidelity to the full soft labels,
 writes the store atomically and removes the partial folder (design.md: knowledge store).
 
-With `views` = K > 1 the teacher sees K augmented views of every sample (knowledge/views.py),
+With `views` = K > 1 the teacher sees K augmented views of every sample (data/views.py),
 drawn once from `view_seed`; the codec encodes all N * K outputs (sample-major) and the store
 keeps each view's parameters, so clients replay exactly those views.
 """
@@ -28,9 +28,10 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from fedtosc.data.datasets import ImageDataset
-from fedtosc.knowledge.codecs import Knowledge, KnowledgeCodec, TeacherOutputs, fidelity, teacher_head_arrays
+from fedtosc.data.views import VIEW_FIELDS, draw_views
+from fedtosc.knowledge.codecs import Knowledge, KnowledgeCodec, fidelity, teacher_head_arrays
 from fedtosc.knowledge.store import KnowledgeStore, StoreHeader, write_store
-from fedtosc.knowledge.views import VIEW_FIELDS, draw_views
+from fedtosc.models.outputs import TeacherOutputs
 from fedtosc.models.teachers import Teacher, predict
 
 __all__ = ["build_knowledge", "codec_fidelity", "partial_dir"]

@@ -7,7 +7,7 @@ than silent garbage. Rows are keyed by dataset index, so a client's slice is rea
 
 Layout: tensor `index` [N] int64 (sorted, unique dataset indices), `sample.<name>` [N, ...]
 (codec per-sample arrays, row i belongs to index[i]), `shared.<name>` (codec shared arrays).
-With K = header.views > 1 augmented views per sample (knowledge/views.py), every codec array
+With K = header.views > 1 augmented views per sample (data/views.py), every codec array
 has a view axis, `sample.<name>` [N, K, ...], and `sample.view_params` [N, K, 5] int16 holds
 each view's crop box and flip; a store with K = 1 has neither (the image as stored). Decoded
 `Knowledge` has N * K sample-major rows (row i * K + v: sample i, view v) and the view params.
@@ -27,8 +27,8 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from fedtosc.data.views import VIEW_FIELDS
 from fedtosc.knowledge.codecs import Knowledge, KnowledgeCodec, build_codec
-from fedtosc.knowledge.views import VIEW_FIELDS
 
 __all__ = [
     "FORMAT_NAME",

@@ -24,8 +24,8 @@ from tqdm import tqdm
 from fedtosc.config import TeacherConfig
 from fedtosc.data.datasets import ImageDataset
 from fedtosc.data.prompts import check_templates, prompt_templates
-from fedtosc.knowledge.codecs import TeacherOutputs
-from fedtosc.knowledge.views import apply_views
+from fedtosc.data.views import apply_views
+from fedtosc.models.outputs import TeacherOutputs
 
 __all__ = [
     "ClipTeacher",
@@ -332,7 +332,7 @@ def predict(
     """Run the teacher over every sample, batched, in inference mode; outputs float32 on the CPU.
 
     `progress`: a caller's bar to advance by samples (e.g. the knowledge builder's); else its own.
-    `view_params`: [N, 5] one augmented view per sample (knowledge/views.py): the teacher sees
+    `view_params`: [N, 5] one augmented view per sample (data/views.py): the teacher sees
     `apply_views(images, view_params)` instead of the images as stored.
     """
     teacher.eval()
