@@ -7,8 +7,6 @@ results.json. The same files are written whether the run was simulated or deploy
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: runs on servers and in CI without a display
 import matplotlib.pyplot as plt  # noqa: E402
+
+from fedtosc.atomic_write import atomic_path  # noqa: E402
 
 __all__ = [
     "RESULTS_KEYS",
@@ -31,17 +31,8 @@ RESULTS_KEYS = ("teacher", "student", "knowledge", "federation", "accuracy_vs_sn
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2, sort_keys=True)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, fsync=True) as temp, temp.open("w") as stream:
+        json.dump(data, stream, indent=2, sort_keys=True)
 
 
 def append_metrics(path: Path, record: dict[str, Any]) -> None:

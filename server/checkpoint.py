@@ -5,12 +5,13 @@ One safetensors file (no pickle), replaced atomically, with the round number in 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from fedtosc.atomic_write import atomic_path
 
 __all__ = ["CHECKPOINT_FILE", "CheckpointError", "load_checkpoint", "save_checkpoint"]
 
@@ -22,10 +23,8 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(run_dir: Path, server_round: int, state: dict[str, torch.Tensor]) -> None:
-    path = run_dir / CHECKPOINT_FILE
-    partial = path.with_name(f".{CHECKPOINT_FILE}.partial")
-    save_file({k: v.contiguous().cpu() for k, v in state.items()}, str(partial), metadata={"round": str(server_round)})
-    os.replace(partial, path)
+    with atomic_path(run_dir / CHECKPOINT_FILE) as temp:
+        save_file({k: v.contiguous().cpu() for k, v in state.items()}, str(temp), metadata={"round": str(server_round)})
 
 
 def load_checkpoint(run_dir: Path) -> tuple[int, dict[str, torch.Tensor]]:

@@ -27,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from fedtosc.atomic_write import atomic_path, write_text_atomic
 from fedtosc.data.datasets import ImageDataset
 from fedtosc.data.views import VIEW_FIELDS, draw_views
 from fedtosc.knowledge.codecs import Knowledge, KnowledgeCodec, fidelity, teacher_head_arrays
@@ -168,7 +169,7 @@ def _open_partial(chunks_dir: Path, provenance: dict) -> Path:
         tqdm.write(f"discarding {chunks_dir}: it holds chunks of another teacher, data or chunking")
         shutil.rmtree(chunks_dir)
     chunks_dir.mkdir(parents=True)
-    _atomic_write_text(marker, json.dumps(provenance, sort_keys=True))
+    write_text_atomic(marker, json.dumps(provenance, sort_keys=True))
     return chunks_dir
 
 
@@ -212,10 +213,8 @@ def _save_chunk(chunks_dir: Path, start: int, key: str, outputs: TeacherOutputs)
     tensors = {"logits": outputs.logits.contiguous()}
     if outputs.embeddings is not None:
         tensors["embeddings"] = outputs.embeddings.contiguous()
-    final = _chunk_path(chunks_dir, start)
-    temporary = final.with_name(final.name + ".tmp")
-    save_file(tensors, str(temporary), metadata={"provenance": key})
-    temporary.replace(final)  # atomic: a kill leaves the whole chunk or none of it
+    with atomic_path(_chunk_path(chunks_dir, start)) as temp:  # a kill leaves the whole chunk or none of it
+        save_file(tensors, str(temp), metadata={"provenance": key})
 
 
 def _load_chunk(chunks_dir: Path, start: int, key: str, rows: int) -> TeacherOutputs | None:
@@ -233,9 +232,3 @@ def _load_chunk(chunks_dir: Path, start: int, key: str, rows: int) -> TeacherOut
     if "logits" not in tensors or tensors["logits"].shape[0] != rows:
         return None
     return TeacherOutputs(logits=tensors["logits"], embeddings=tensors.get("embeddings"))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    temporary.replace(path)

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from fedtosc.atomic_write import atomic_path
 from fedtosc.config import TeacherConfig
 from fedtosc.data.datasets import ImageDataset
 from fedtosc.data.prompts import check_templates, prompt_templates
@@ -121,10 +122,8 @@ def load_or_train_server_teacher(
         except (RuntimeError, OSError, ValueError):
             pass  # a corrupt or stale cache entry is retrained and overwritten below
     _train_classifier(teacher, labelled, config, seed, device)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache_path.with_suffix(".partial")
-    save_file({k: v.contiguous().cpu() for k, v in teacher.state_dict().items()}, str(partial))
-    partial.replace(cache_path)  # atomic: a crash never leaves a half-written cache entry
+    with atomic_path(cache_path) as temp:  # a crash never leaves a half-written cache entry
+        save_file({k: v.contiguous().cpu() for k, v in teacher.state_dict().items()}, str(temp))
     return teacher.eval()
 
 
