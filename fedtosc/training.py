@@ -44,6 +44,11 @@ class LocalData:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def embedding_width(self) -> int | None:
+        """Width D of the teacher embeddings these rows carry (None without embeddings)."""
+        return None if self.teacher_embeddings is None else int(self.teacher_embeddings.shape[-1])
+
 
 def train_student(
     student: StudentCodec,

@@ -11,14 +11,15 @@ from collections.abc import Callable, Iterable
 from logging import WARNING
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
-__all__ = ["RoundFailedError", "ScreenedFedAdam", "ScreenedFedAvg", "ScreenedFedProx", "update_problem"]
+__all__ = ["RoundFailedError", "ScreenedFedAdam", "ScreenedFedAvg", "ScreenedFedProx", "ScreeningFn", "update_problem"]
 
-RejectionFn = Callable[[int, list[dict]], None]
+# Told every round: (server round, the usable replies' contents, the rejected updates with their reason).
+ScreeningFn = Callable[[int, list[RecordDict], list[dict]], None]
 
 
 class RoundFailedError(RuntimeError):
@@ -43,10 +44,10 @@ def update_problem(arrays: ArrayRecord, reference: dict[str, tuple[tuple[int, ..
 class _Screening:
     """Mixin over a Flower strategy: screen train replies, then aggregate the usable ones."""
 
-    def __init__(self, *args, min_successes: int, on_rejected: RejectionFn, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args, min_successes: int, on_screened: ScreeningFn, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
         self.min_successes = min_successes
-        self.on_rejected = on_rejected
+        self.on_screened = on_screened
         self._reference: dict[str, tuple[tuple[int, ...], str]] = {}
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -66,7 +67,7 @@ class _Screening:
             else:
                 log(WARNING, "round %d: rejected the update of node %d: %s", server_round, node, problem)
                 rejected.append({"node-id": node, "problem": problem})
-        self.on_rejected(server_round, rejected)
+        self.on_screened(server_round, [reply.content for reply in usable], rejected)
         if len(usable) < self.min_successes:
             details = "; ".join(f"node {r['node-id']}: {r['problem']}" for r in rejected) or "no replies"
             raise RoundFailedError(

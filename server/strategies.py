@@ -6,20 +6,15 @@ clients are weighted by examples times a channel-quality factor instead of examp
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from flwr.app import MetricRecord, RecordDict
-
 from fedtosc.config import ExperimentConfig
-from fedtosc.federated import AGGREGATION_WEIGHT_KEY
-from server.screening import RejectionFn, ScreenedFedAdam, ScreenedFedAvg, ScreenedFedProx
+from fedtosc.federation.weighting import AGGREGATION_WEIGHT_KEY
+from server.screening import ScreenedFedAdam, ScreenedFedAvg, ScreenedFedProx, ScreeningFn
 
 __all__ = ["make_strategy"]
 
-TrainMetricsFn = Callable[[list[RecordDict], str], MetricRecord]
 
-
-def make_strategy(config: ExperimentConfig, train_metrics_fn: TrainMetricsFn, on_rejected: RejectionFn) -> ScreenedFedAvg:
+def make_strategy(config: ExperimentConfig, on_screened: ScreeningFn) -> ScreenedFedAvg:
+    """The configured strategy; `on_screened` hears each round's usable replies and rejected updates."""
     federation = config.federation
     min_successes = federation.min_train_clients or max(1, int(federation.num_clients * federation.fraction_train))
     common = {
@@ -32,9 +27,8 @@ def make_strategy(config: ExperimentConfig, train_metrics_fn: TrainMetricsFn, on
         "min_train_nodes": min_successes,
         "min_available_nodes": min_successes,
         "weighted_by_key": AGGREGATION_WEIGHT_KEY if config.strategy.snr_aware else "num-examples",
-        "train_metrics_aggr_fn": train_metrics_fn,
         "min_successes": min_successes,
-        "on_rejected": on_rejected,
+        "on_screened": on_screened,
     }
     name = config.strategy.name
     if name == "fedprox":

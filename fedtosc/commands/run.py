@@ -28,7 +28,7 @@ def project_root() -> Path:
 def make_run_dir(config: ExperimentConfig, root: Path) -> Path:
     """`output_dir`, or runs/<timestamp>, holding the resolved config."""
     run_dir = Path(config.output_dir) if config.output_dir else root / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")
-    from fedtosc.run_record import write_run_config
+    from fedtosc.run_config import write_run_config
 
     run_dir = run_dir.expanduser().resolve()
     if ":" in str(run_dir):
@@ -39,10 +39,10 @@ def make_run_dir(config: ExperimentConfig, root: Path) -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fedtosc.experiment import prepare_server
+    from fedtosc.experiment import prepare_experiment
     from fedtosc.launch import run_simulation
     from fedtosc.results import print_summary, read_results
-    from fedtosc.run_record import load_run_config, write_run_config
+    from fedtosc.run_config import load_run_config, write_run_config
 
     config = load_config(args.overrides)
     root = project_root()
@@ -57,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
         run_dir = make_run_dir(config, root)
         print(f"run directory: {run_dir}")
     # Prepared here, with progress bars on the user's terminal; the ServerApp then finds both cached.
-    _, teacher, store = prepare_server(config)
+    _, teacher, store = prepare_experiment(config)
     print(
         f"teacher {teacher.display_name}: {teacher.num_params():,} params; knowledge {store.header.codec} "
         f"{store.bytes_per_sample:.1f} bytes/sample x {store.header.num_samples} samples"
