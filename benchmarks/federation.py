@@ -164,7 +164,7 @@ def _plain_loop(config: ExperimentConfig, workers: int) -> dict:
 def _fedavg(updates: list[tuple[dict[str, np.ndarray], int]]) -> dict[str, np.ndarray]:
     """Flower's FedAvg: each array averaged over the clients, weighted by their example counts."""
     total = sum(count for _, count in updates)
-    return {name: sum(values[name] * (count / total) for values, count in updates) for name in updates[0][0]}
+    return {name: np.asarray(sum(values[name] * (count / total) for values, count in updates)) for name in updates[0][0]}
 
 
 @lru_cache(maxsize=2)
