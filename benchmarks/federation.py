@@ -1,9 +1,9 @@
 """What does Flower + Ray cost on top of the local training it runs? Round time and memory by clients.
 
 - Overhead: the round time of `fedtosc run` (Flower simulation on Ray) over the same rounds in a
-  plain Python loop: same clients, same data, same `local_data` + `build_student` +
-  `train_student` calls and seeds, the same FedAvg (`aggregate_arrayrecords`) and the same
-  per-round central evaluation (AWGN accuracy at the median eval SNR). Same parallelism: Flower
+  plain Python loop: same clients, same data, the ClientApp's own `local_data` + `run_client_round`
+  calls and seeds, the same FedAvg (an example-weighted mean of the arrays) and the same
+  per-round central evaluation (`StudentEvaluator.reference_accuracy`). Same parallelism: Flower
   runs with `federation.client_cpus=1` (two Ray actors, one torch thread each, on 2 cores), and
   the loop hands clients to a pool of two worker processes with one torch thread each. The runs
   are interleaved and repeated, because the machine's cores are shared.
@@ -32,18 +32,18 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+from flwr.app import RecordDict
 
-from fedtosc.channels import build_channel, seed_channels
 from fedtosc.config import ExperimentConfig, config_to_json, load_config
-from fedtosc.evaluation import accuracy_at_snr
-from fedtosc.experiment import ensure_knowledge, load_teacher
-from fedtosc.federated import cached_experiment, client_profile, knowledge_record, local_data
-from fedtosc.models.student import build_student
+from fedtosc.evaluation import StudentEvaluator
+from fedtosc.experiment import embedding_width, experiment_student, prepare_experiment
+from fedtosc.federation.client_round import run_client_round
+from fedtosc.federation.node import cached_experiment, client_profile
+from fedtosc.federation.node_data import local_data
+from fedtosc.federation.payloads import knowledge_record
 from fedtosc.process_memory import PeakMemorySampler
-from fedtosc.training import train_student
 from report_output import emit
 
 _CPU = torch.device("cpu")
@@ -141,53 +141,52 @@ def _plain_loop(config: ExperimentConfig, workers: int) -> dict:
     `workers` processes with one torch thread each, as Ray runs `client_cpus=1` actors.
     """
     config_json = json.dumps(config_to_json(config))
-    experiment = cached_experiment(config_json)
-    train = experiment.splits.train
-    global_student = build_student(train.image_shape[0], len(train.class_names), config.student)
-    arrays = ArrayRecord(global_student.state_dict())
-    reference_snr_db = statistics.median(config.channel.eval_snr_db)
+    experiment, _, store = prepare_experiment(config, _CPU)
+    torch.manual_seed(config.seed)  # the ServerApp's initial global model
+    global_student = experiment_student(experiment, embedding_width(config, store))
+    state = {name: value.numpy() for name, value in global_student.state_dict().items()}
+    evaluator = StudentEvaluator(experiment, _CPU)
     rounds = []
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
         for server_round in range(1, config.federation.rounds + 1):
             started = time.perf_counter()
-            state = {name: array.numpy() for name, array in arrays.items()}
             jobs = [pool.submit(_client_update, config_json, partition, state, server_round)
                     for partition in range(config.federation.num_clients)]
-            replies = [RecordDict({"arrays": ArrayRecord({name: Array(value) for name, value in values.items()}),
-                                   "metrics": MetricRecord({"num-examples": count})})
-                       for values, count in (job.result() for job in jobs)]
-            arrays = aggregate_arrayrecords(replies, "num-examples")
-            global_student.load_state_dict(arrays.to_torch_state_dict())
-            seed_channels(config.seed)
-            accuracy_at_snr(global_student, experiment.splits.test, build_channel("awgn"), reference_snr_db,
-                            config.train.eval_batch_size, _CPU)
+            state = _fedavg([job.result() for job in jobs])
+            global_student.load_state_dict({name: torch.from_numpy(value) for name, value in state.items()})
+            evaluator.reference_accuracy(global_student)
             rounds.append(time.perf_counter() - started)
     # Round 1 also spawns the workers and loads data, teacher and knowledge in them: excluded, like Flower's.
     return {"round_s": statistics.median(rounds[1:]), "rounds_s": rounds}
 
 
+def _fedavg(updates: list[tuple[dict[str, np.ndarray], int]]) -> dict[str, np.ndarray]:
+    """Flower's FedAvg: each array averaged over the clients, weighted by their example counts."""
+    total = sum(count for _, count in updates)
+    return {name: np.asarray(sum(values[name] * (count / total) for values, count in updates)) for name in updates[0][0]}
+
+
 @lru_cache(maxsize=2)
-def _knowledge_slices(config_json: str) -> list[RecordDict]:
-    """What the broadcast hands each node once (the store is cached on disk by the Flower run)."""
+def _knowledge_slices(config_json: str) -> list[RecordDict | None]:
+    """What the broadcast hands each node once (the store is cached on disk by the Flower run); None
+    for every node when the run distils no pre-stored knowledge, as the ClientApp then reads none."""
     experiment = cached_experiment(config_json)
-    store = ensure_knowledge(experiment, load_teacher(experiment, _CPU), _CPU)
-    return [knowledge_record(store, indices) for indices in experiment.plan.client_indices]
+    if experiment.config.knowledge.mode != "prestored":
+        return [None] * experiment.config.federation.num_clients
+    _, _, store = prepare_experiment(experiment.config, _CPU)
+    return [knowledge_record(store, experiment.plan.knowledge_indices(partition))
+            for partition in range(experiment.config.federation.num_clients)]
 
 
 def _client_update(config_json: str, partition: int, state: dict, server_round: int) -> tuple[dict, int]:
-    """One client's round, as clients/client_app.py `train` does it (decode slice, build, load, train)."""
+    """One client's round, through the ClientApp's own path: `local_data`, then `run_client_round`."""
     experiment = cached_experiment(config_json)
-    config = experiment.config
     data = local_data(experiment, partition, _knowledge_slices(config_json)[partition])
-    profile = client_profile(config, partition)
-    train = experiment.splits.train
-    student = build_student(train.image_shape[0], len(train.class_names), config.student)
-    student.load_state_dict({name: torch.from_numpy(value) for name, value in state.items()})
-    generator = torch.Generator().manual_seed(config.seed * 100_003 + partition * 1_009 + server_round)
-    train_student(student, data, profile=profile, channel=profile.make_channel(config.channel.block_length),
-                  config=config, server_round=server_round, generator=generator, device=_CPU)
-    return {name: value.numpy() for name, value in student.state_dict().items()}, len(data)
+    global_state = {name: torch.from_numpy(value) for name, value in state.items()}
+    trained, metrics = run_client_round(experiment, partition, client_profile(experiment.config, partition), data,
+                                        global_state, server_round, _CPU)
+    return {name: value.numpy() for name, value in trained.items()}, int(metrics["num-examples"])
 
 
 def _table(report: dict) -> str:

@@ -22,8 +22,9 @@ import torch
 from safetensors import safe_open
 
 from fedtosc.digests import digest_problem
-from fedtosc.knowledge.codecs import TeacherOutputs, build_codec
+from fedtosc.knowledge.codecs import build_codec
 from fedtosc.knowledge.store import KnowledgeStore, StoreHeader, write_store
+from fedtosc.models.outputs import TeacherOutputs
 from report_output import emit
 
 NUM_SAMPLES = 50_000

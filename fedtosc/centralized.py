@@ -23,9 +23,12 @@ import torch
 
 from fedtosc.channels import client_profiles
 from fedtosc.config import ExperimentConfig
-from fedtosc.experiment import Experiment, ensure_knowledge, experiment_student, load_experiment, load_teacher
-from fedtosc.federated import knowledge_record, local_data
-from fedtosc.run_record import RunRecorder
+from fedtosc.evaluation import StudentEvaluator
+from fedtosc.experiment import Experiment, experiment_student, prepare_experiment
+from fedtosc.federation.node_data import local_data
+from fedtosc.federation.payloads import knowledge_record
+from fedtosc.metrics_log import MetricsLog
+from fedtosc.run_results import finish_run
 from fedtosc.training import LocalData, train_student
 
 __all__ = ["pooled_client_data", "train_centralized"]
@@ -61,18 +64,17 @@ def _cat(values: list[torch.Tensor | None]) -> torch.Tensor | None:
 
 def train_centralized(config: ExperimentConfig, run_dir: Path, device: torch.device) -> dict:
     """Train one student on the pooled client data; write the run directory; return results.json's dict."""
-    experiment = load_experiment(config)
-    teacher = load_teacher(experiment, device)
-    store = ensure_knowledge(experiment, teacher, device)
+    experiment, teacher, store = prepare_experiment(config, device)
     data = pooled_client_data(experiment, store if config.knowledge.mode == "prestored" else None)
     federation = config.federation
     profiles = client_profiles(config.channel, federation.num_clients, seed=config.seed)
     channels = [profile.make_channel(config.channel.block_length) for profile in profiles]
     nodes = {partition: {"partition-id": partition, "channel-profile": p.describe()} for partition, p in enumerate(profiles)}
-    recorder = RunRecorder(run_dir, experiment, store, nodes, knowledge_bytes=0, device=device, mode="centralized")
+    evaluator = StudentEvaluator(experiment, device)
+    log = MetricsLog(run_dir, evaluator.reference_snr_db)
 
     torch.manual_seed(config.seed)
-    student = experiment_student(experiment, None if data.teacher_embeddings is None else data.teacher_embeddings.shape[1])
+    student = experiment_student(experiment, data.embedding_width)
     online_teacher = teacher if config.knowledge.mode == "online" else None
     one_epoch = dataclasses.replace(config, train=dataclasses.replace(config.train, local_epochs=1))
     generator = torch.Generator().manual_seed(config.seed * 100_003)
@@ -82,6 +84,11 @@ def train_centralized(config: ExperimentConfig, run_dir: Path, device: torch.dev
             student, data, profile=profiles, channel=channels, config=one_epoch, server_round=server_round,
             generator=generator, device=device, online_teacher=online_teacher,
         )
-        accuracy = recorder.record_epoch(server_round, epoch, student, metrics)
+        accuracy = evaluator.reference_accuracy(student)
+        # One line per epoch, with the federated fields; nothing moves over a link.
+        log.append(server_round, accuracy, [metrics], bytes_down=0, bytes_up=0, epoch=epoch)
         print(f"epoch {epoch}: train loss {metrics['train_total']:.3f}, test accuracy {accuracy:.3f} (awgn)", flush=True)
-    return recorder.finish(student)
+    return finish_run(
+        run_dir, experiment, store, student, evaluator,
+        nodes=nodes, knowledge_bytes=0, mode="centralized", started=log.started,
+    )

@@ -1,7 +1,8 @@
 """Evaluation of a (global) student: accuracy against SNR per link, channel uses, size, latency.
 
 Evaluation is deterministic: the channel noise and fading are seeded per (link, SNR), so
-two students are compared on the same channel realizations.
+two students are compared on the same channel realizations. `StudentEvaluator` is what a run
+measures: one test accuracy per round (or epoch), and the final sweep.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from fedtosc.channels import EvalLink, seed_channels
+from fedtosc.channels import EvalLink, build_channel, eval_links, seed_channels
 from fedtosc.config import ChannelConfig
 from fedtosc.data.datasets import ImageDataset
+from fedtosc.experiment import Experiment
 from fedtosc.models.student import StudentCodec
 
-__all__ = ["accuracy_at_snr", "encoder_latency_ms", "median_ms_per_item", "model_size", "snr_sweep"]
+__all__ = ["StudentEvaluator", "accuracy_at_snr", "encoder_latency_ms", "median_ms_per_item", "model_size", "snr_sweep"]
 
 
 @torch.inference_mode()
@@ -63,6 +65,35 @@ def snr_sweep(
             curve[str(float(snr_db))] = acc
             channel_uses[str(float(snr_db))] = uses
     return accuracy, channel_uses
+
+
+class StudentEvaluator:
+    """An experiment's test figures for a (global) student, on the same channel draws every time."""
+
+    def __init__(self, experiment: Experiment, device: torch.device) -> None:
+        self.experiment, self.device = experiment, device
+        # The per-round figure: AWGN at the median evaluation SNR.
+        self.reference_snr_db = float(statistics.median(experiment.config.channel.eval_snr_db))
+
+    def reference_accuracy(self, student: StudentCodec) -> float:
+        """Test accuracy on AWGN at the median eval SNR."""
+        config = self.experiment.config
+        seed_channels(config.seed)
+        accuracy, _ = accuracy_at_snr(
+            student, self.experiment.splits.test, build_channel("awgn"), self.reference_snr_db,
+            config.train.eval_batch_size, self.device,
+        )
+        return accuracy
+
+    def sweep(self, student: StudentCodec) -> tuple[list[EvalLink], dict[str, dict[str, float]], dict[str, float]]:
+        """(the evaluation links, accuracy per link and SNR, channel uses per SNR): the final figures."""
+        config = self.experiment.config
+        links = eval_links(config.channel, config.federation.num_clients)
+        accuracy, channel_uses = snr_sweep(
+            student, self.experiment.splits.test, links, config.channel, config.train.eval_batch_size, self.device,
+            config.seed,
+        )
+        return links, accuracy, channel_uses
 
 
 def model_size(student: StudentCodec) -> dict[str, int]:

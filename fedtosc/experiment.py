@@ -1,8 +1,11 @@
-"""Server-side assets of one experiment: data, data plan, teacher and its pre-stored knowledge.
+"""One experiment's assets: data, data plan, teacher, pre-stored knowledge, and its student.
 
-Everything here is deterministic in the config and cached on disk by fingerprint: the
-launcher prepares it once with progress bars, and the ServerApp (or an online-KD client)
-calling it again gets the cached teacher and store back without recomputation.
+Both roles use it: the server side (launcher, ServerApp, `fedtosc train`, `fedtosc knowledge
+build`) prepares the teacher and knowledge with `prepare_experiment`; nodes load the data and
+plan (`load_experiment`), build the student (`experiment_student`) and, in online KD, the
+teacher. Everything is deterministic in the config and cached on disk by fingerprint: the
+launcher prepares it once with progress bars, and a later call gets the cached teacher and
+store back without recomputation.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ __all__ = [
     "experiment_student",
     "load_experiment",
     "load_teacher",
-    "prepare_server",
+    "prepare_experiment",
     "resolve_device",
     "teacher_summary",
 ]
@@ -170,10 +173,16 @@ def _check_codec_fits_teacher(config: ExperimentConfig, teacher: Teacher) -> Non
         )
 
 
-def prepare_server(config: ExperimentConfig) -> tuple[Experiment, Teacher, KnowledgeStore]:
-    """The server box's half of a run, with progress bars: data, teacher, pre-stored knowledge."""
+def prepare_experiment(
+    config: ExperimentConfig, device: torch.device | None = None
+) -> tuple[Experiment, Teacher, KnowledgeStore]:
+    """Data, teacher and pre-stored knowledge (the one place they are set up), with progress bars.
+
+    Seeded first, so a teacher trained here is the same whichever command trains it. `device`
+    defaults to `config.device`.
+    """
     torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
+    device = resolve_device(config.device) if device is None else device
     experiment = load_experiment(config)
     teacher = load_teacher(experiment, device)
     return experiment, teacher, ensure_knowledge(experiment, teacher, device)

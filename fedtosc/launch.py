@@ -2,8 +2,9 @@
 
 We start our own `flower-superlink --simulation` on a free loopback port (in its own process
 group), point a run-local FLWR_HOME at it, and run `flwr run <project> --stream`, which blocks
-and streams the ServerApp's logs. Afterwards the whole process group (SuperLink, its
-`flower-superexec` children and the Ray workers they start) is terminated.
+and streams the ServerApp's logs. Afterwards the SuperLink's process group is terminated, then
+every process whose environment carries the run's FLWR_HOME (`flower-superexec`, which starts
+in a session of its own, and the Ray daemons and workers).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import psutil
 
 from fedtosc.config import ExperimentConfig
 from fedtosc.run_failure import describe_ended_run
@@ -85,16 +88,15 @@ def _wait_healthy(port: int, process: subprocess.Popen, log_path: Path) -> None:
 
 
 def processes_with_env(name: str, value: str) -> list[int]:
-    """Pids of this user's processes whose environment has name=value (Linux /proc)."""
-    marker = f"{name}={value}".encode()
+    """Pids of this user's processes (this one aside) whose environment has name=value."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
             continue
         try:
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
+            if process.environ().get(name) == value:
+                found.append(process.pid)
+        except psutil.Error:
             continue  # exited meanwhile, or not ours to read
     return found
 

@@ -2,13 +2,14 @@
 
 SuperLink starts `flower-superexec` in a new session and Ray starts its own daemons, so a
 process tree does not reach them all; the run-local FLWR_HOME (see `fedtosc.launch`) marks
-them. Used by benchmarks/federation.py and the scale test. Linux /proc only.
+them. Used by benchmarks/federation.py and the scale test. PSS needs Linux.
 """
 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
+
+import psutil
 
 from fedtosc.launch import processes_with_env
 
@@ -44,34 +45,17 @@ class PeakMemorySampler(threading.Thread):
 
 
 def descendants(root_pid: int) -> set[int]:
-    """`root_pid` and every process below it, from /proc/<pid>/stat parent ids."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            # The command name may hold spaces and parentheses: the parent id follows the last ')'.
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # exited meanwhile
-        children.setdefault(parent, []).append(int(entry.name))
-    found, frontier = {root_pid}, [root_pid]
-    while frontier:
-        for child in children.get(frontier.pop(), []):
-            if child not in found:
-                found.add(child)
-                frontier.append(child)
-    return found
+    """`root_pid` and every process below it."""
+    try:
+        return {root_pid, *(child.pid for child in psutil.Process(root_pid).children(recursive=True))}
+    except psutil.Error:
+        return {root_pid}  # exited meanwhile
 
 
 def rss_pss_bytes(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) of one process in bytes, from smaps_rollup; zeros for a process that is gone."""
-    values = {"Rss:": 0, "Pss:": 0}
+    """(RSS, PSS) of one process in bytes; zeros for a process that is gone or not ours to read."""
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            key, *rest = line.split()
-            if key in values:
-                values[key] = int(rest[0]) * 1024  # reported in kB
-    except (OSError, ValueError, IndexError):
-        pass
-    return values["Rss:"], values["Pss:"]
+        memory = psutil.Process(pid).memory_full_info()
+    except psutil.Error:
+        return 0, 0
+    return memory.rss, memory.pss

@@ -1,14 +1,13 @@
-"""The run directory: resolved config, metrics.jsonl (one line per round), results.json, plots.
+"""results.json and its plots: writing and reading it, the two figures, the summary on stdout.
 
-Writes are atomic (temp file + rename), so an interrupted run never leaves a half-written
-results.json. The same files are written whether the run was simulated or deployed.
+results.json is written atomically (`fedtosc.atomic_write`), so an interrupted run never leaves
+a half-written one; studies and benchmarks write their JSON the same way. The same files are
+written whether the run was simulated, deployed or centralized (`fedtosc.run_results`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,10 @@ import matplotlib
 matplotlib.use("Agg")  # headless: runs on servers and in CI without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from fedtosc.atomic_write import atomic_path  # noqa: E402
+
 __all__ = [
     "RESULTS_KEYS",
-    "append_metrics",
     "plot_accuracy_vs_snr",
     "plot_channel_uses",
     "print_summary",
@@ -31,23 +31,9 @@ RESULTS_KEYS = ("teacher", "student", "knowledge", "federation", "accuracy_vs_sn
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2, sort_keys=True)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def append_metrics(path: Path, record: dict[str, Any]) -> None:
-    """One JSON object per line; a line is written whole with a single write call."""
-    with path.open("a") as stream:
-        stream.write(json.dumps(record, sort_keys=True) + "\n")
+    """`data` as indented JSON at `path`, replaced whole and flushed to disk."""
+    with atomic_path(path, fsync=True) as temp, temp.open("w") as stream:
+        json.dump(data, stream, indent=2, sort_keys=True)
 
 
 def read_results(run_dir: Path) -> dict[str, Any]:

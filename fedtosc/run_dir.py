@@ -39,8 +39,8 @@ def make_run_dir(config: ExperimentConfig, root: Path) -> Path:
 
     run_dir = run_dir_path(config, root)
     check_before_work(config, run_dir)
-    # Imported after the check: run_record loads torch and Flower, and a bad config must fail fast.
-    from fedtosc.run_record import write_run_config
+    # Imported after the check, so a bad config fails before anything heavier than the config loads.
+    from fedtosc.run_config import write_run_config
 
     write_run_config(config, run_dir)
     return run_dir

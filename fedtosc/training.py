@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from fedtosc.channels import Channel, ChannelProfile
 from fedtosc.config import ExperimentConfig
-from fedtosc.knowledge.views import apply_views
+from fedtosc.data.views import apply_views
 from fedtosc.losses import beta_at_round, ib_distillation_loss
 from fedtosc.models.student import StudentCodec
 from fedtosc.models.teachers import Teacher
@@ -38,11 +38,16 @@ class LocalData:
     # with K augmented views (knowledge.views) [n, K, classes] / [n, K, D], one row per view.
     teacher_probs: torch.Tensor | None = None
     teacher_embeddings: torch.Tensor | None = None
-    view_params: torch.Tensor | None = None  # int16 [n, K, 5]: the views the teacher saw (knowledge/views.py)
+    view_params: torch.Tensor | None = None  # int16 [n, K, 5]: the views the teacher saw (data/views.py)
     with_knowledge: torch.Tensor | None = None  # bool [n]: rows the knowledge covers (None: all)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def embedding_width(self) -> int | None:
+        """Width D of the teacher embeddings these rows carry (None without embeddings)."""
+        return None if self.teacher_embeddings is None else int(self.teacher_embeddings.shape[-1])
 
 
 def train_student(

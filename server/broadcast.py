@@ -12,7 +12,8 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from fedtosc.config import ExperimentConfig
-from fedtosc.federated import DESCRIBE, KNOWLEDGE, config_record, knowledge_record, payload_bytes
+from fedtosc.federation.messages import DESCRIBE, KNOWLEDGE, config_record
+from fedtosc.federation.payloads import knowledge_record, payload_bytes
 
 __all__ = ["NodeInfo", "describe_nodes", "send_knowledge", "wait_for_nodes"]
 

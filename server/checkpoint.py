@@ -8,7 +8,6 @@ resumed run continues exactly where the uninterrupted one would be.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from fedtosc.atomic_write import atomic_path
 from fedtosc.digests import DIGESTS_KEY, digest_problem, tensor_digests
 
 __all__ = ["CHECKPOINT_FILE", "CheckpointError", "load_checkpoint", "load_strategy_state", "save_checkpoint"]
@@ -34,13 +34,11 @@ def save_checkpoint(
     state: dict[str, torch.Tensor],
     strategy_state: dict[str, np.ndarray] | None = None,
 ) -> None:
-    path = run_dir / CHECKPOINT_FILE
-    partial = path.with_name(f".{CHECKPOINT_FILE}.partial")
     tensors = {k: v.contiguous().cpu() for k, v in state.items()}
     tensors |= {_STRATEGY_PREFIX + k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in (strategy_state or {}).items()}
     digests = json.dumps(tensor_digests({k: v.numpy() for k, v in tensors.items()}), sort_keys=True)
-    save_file(tensors, str(partial), metadata={"round": str(server_round), DIGESTS_KEY: digests})
-    os.replace(partial, path)
+    with atomic_path(run_dir / CHECKPOINT_FILE) as temp:
+        save_file(tensors, str(temp), metadata={"round": str(server_round), DIGESTS_KEY: digests})
 
 
 def load_checkpoint(run_dir: Path) -> tuple[int, dict[str, torch.Tensor]]:

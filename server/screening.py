@@ -17,14 +17,15 @@ from collections.abc import Callable, Iterable, Iterator
 from logging import WARNING
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
-__all__ = ["RoundFailedError", "ScreenedFedAdam", "ScreenedFedAvg", "ScreenedFedProx", "update_problem"]
+__all__ = ["RoundFailedError", "ScreenedFedAdam", "ScreenedFedAvg", "ScreenedFedProx", "ScreeningFn", "update_problem"]
 
-RejectionFn = Callable[[int, list[dict]], None]
+# Told every round: (server round, the usable replies' contents, the rejected updates with their reason).
+ScreeningFn = Callable[[int, list[RecordDict], list[dict]], None]
 NodeOrder = Callable[[int], int]  # node id -> its place in the fixed order (e.g. its partition id)
 NodeLabel = Callable[[int], str]  # node id -> how errors name it (e.g. with its partition and channel)
 # Strategy state in checkpoints: FedOpt's server moments, per array name.
@@ -57,7 +58,7 @@ class _Screening:
         self,
         *args,  # noqa: ANN002
         min_successes: int,
-        on_rejected: RejectionFn,
+        on_screened: ScreeningFn,
         node_order: NodeOrder = lambda node_id: node_id,
         node_label: NodeLabel = lambda node_id: f"node {node_id}",
         sampling_seed: int = 0,
@@ -67,7 +68,7 @@ class _Screening:
         """`round_offset`: rounds a resumed run already did; Flower numbers this session's from 1."""
         super().__init__(*args, **kwargs)
         self.min_successes = min_successes
-        self.on_rejected = on_rejected
+        self.on_screened = on_screened
         self.node_order, self.node_label = node_order, node_label
         self.sampling_seed = sampling_seed
         self.round_offset = round_offset
@@ -116,7 +117,7 @@ class _Screening:
                 rejected.append({"node-id": node, "problem": problem})
         replied = {reply.metadata.src_node_id for reply in replies}
         rejected += [{"node-id": node, "problem": "no reply (lost or timed out)"} for node in self._sampled if node not in replied]
-        self.on_rejected(server_round, rejected)
+        self.on_screened(server_round, [reply.content for reply in usable], rejected)
         if len(usable) < self.min_successes:
             lost = "; ".join(f"{self.node_label(r['node-id'])}: {r['problem']}" for r in rejected) or "no replies"
             raise RoundFailedError(

@@ -16,11 +16,15 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from fedtosc.experiment import embedding_width, ensure_knowledge, experiment_student, load_experiment, load_teacher, resolve_device
-from fedtosc.run_failure import clear_failure, record_failure
-from fedtosc.run_record import RunRecorder, load_run_config
+from fedtosc.evaluation import StudentEvaluator
+from fedtosc.experiment import embedding_width, experiment_student, prepare_experiment, resolve_device
+from fedtosc.metrics_log import MetricsLog
+from fedtosc.run_config import load_run_config
+from fedtosc.run_results import finish_run
 from server.broadcast import describe_nodes, send_knowledge, wait_for_nodes
+from fedtosc.run_failure import clear_failure, record_failure
 from server.checkpoint import load_checkpoint, load_strategy_state, save_checkpoint
+from server.round_traffic import RoundTraffic
 from server.screening import RoundFailedError
 from server.strategies import make_strategy
 
@@ -33,9 +37,7 @@ def main(grid: Grid, context: Context) -> None:
     resume = bool(context.run_config.get("resume", False))
     config = load_run_config(run_dir)
     device = resolve_device(config.device)
-    experiment = load_experiment(config)
-    teacher = load_teacher(experiment, device)
-    store = ensure_knowledge(experiment, teacher, device)
+    experiment, _, store = prepare_experiment(config, device)
 
     federation = config.federation
     node_ids = wait_for_nodes(grid, federation.num_clients, federation.connect_timeout_s)
@@ -50,19 +52,26 @@ def main(grid: Grid, context: Context) -> None:
     if resume:
         rounds_done, state = load_checkpoint(run_dir)
         student.load_state_dict(state)
-    recorder = RunRecorder(
-        run_dir, experiment, store, nodes, knowledge_bytes, device, resumed_after_round=rounds_done if resume else None
-    )
+    evaluator = StudentEvaluator(experiment, device)
+    log = MetricsLog(run_dir, evaluator.reference_snr_db, resumed_after_round=rounds_done if resume else None)
+    traffic = RoundTraffic(student.state_dict(), knowledge_bytes)
 
     def evaluate_and_checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         # Flower numbers this session's rounds from 1; a resumed run continues the original count.
         overall_round = rounds_done + server_round if server_round else 0
-        metrics = recorder.evaluate_round(overall_round, arrays)
-        if server_round > 0:  # after the metrics line: a resume drops lines past the checkpoint
-            save_checkpoint(run_dir, overall_round, arrays.to_torch_state_dict(), strategy.state_arrays())
-        return metrics
+        state = arrays.to_torch_state_dict()
+        student.load_state_dict(state)
+        accuracy = evaluator.reference_accuracy(student)
+        if server_round > 0:  # the initial model gets no line
+            log.append(
+                overall_round, accuracy, traffic.clients, traffic.take_bytes_down(), traffic.bytes_up,
+                rejected=traffic.rejected,
+            )
+            # After the metrics line: a resume drops lines past the checkpoint.
+            save_checkpoint(run_dir, overall_round, state, strategy.state_arrays())
+        return MetricRecord({"test_accuracy": accuracy})
 
-    strategy = make_strategy(config, recorder.aggregate_train_metrics, recorder.note_rejections, nodes, rounds_done)
+    strategy = make_strategy(config, traffic.note_round, nodes, rounds_done)
     if resume:
         strategy.load_state_arrays(load_strategy_state(run_dir))
     clear_failure(run_dir)
@@ -80,4 +89,7 @@ def main(grid: Grid, context: Context) -> None:
         raise
     if result.arrays is not None and len(result.arrays) > 0:
         student.load_state_dict(result.arrays.to_torch_state_dict())
-    recorder.finish(student)
+    finish_run(
+        run_dir, experiment, store, student, evaluator,
+        nodes=nodes, knowledge_bytes=knowledge_bytes, mode="federated", started=log.started,
+    )

@@ -9,29 +9,26 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
 from fedtosc.config import ExperimentConfig
-from fedtosc.federated import AGGREGATION_WEIGHT_KEY
-from server.screening import RejectionFn, ScreenedFedAdam, ScreenedFedAvg, ScreenedFedProx
+from fedtosc.federation.weighting import AGGREGATION_WEIGHT_KEY
+from server.screening import ScreenedFedAdam, ScreenedFedAvg, ScreenedFedProx, ScreeningFn
 
 __all__ = ["make_strategy", "min_successes"]
-
-TrainMetricsFn = Callable[[list[RecordDict], str], MetricRecord]
 
 
 def make_strategy(
     config: ExperimentConfig,
-    train_metrics_fn: TrainMetricsFn,
-    on_rejected: RejectionFn,
+    on_screened: ScreeningFn,
     nodes: dict[int, dict] | None = None,
     round_offset: int = 0,
 ) -> FedAvg:
     """The screened strategy `strategy.name` names (ScreenedFedAvg, ScreenedFedProx or ScreenedFedAdam:
-    siblings, all FedAvg subclasses). `nodes` (node id -> its `describe` reply)
-    fixes the order nodes are sampled and aggregated in (by partition) and names them in errors;
-    `round_offset` is the rounds a resumed run already did."""
+    siblings, all FedAvg subclasses). `on_screened` hears each round's usable replies and rejected
+    updates; `nodes` (node id -> its `describe` reply) fixes the order nodes are sampled and
+    aggregated in (by partition) and names them in errors; `round_offset` is the rounds a resumed
+    run already did."""
     federation = config.federation
     common = {
         "fraction_train": federation.fraction_train,
@@ -43,9 +40,8 @@ def make_strategy(
         "min_train_nodes": min_successes(config),
         "min_available_nodes": min_successes(config),
         "weighted_by_key": AGGREGATION_WEIGHT_KEY if config.strategy.snr_aware else "num-examples",
-        "train_metrics_aggr_fn": train_metrics_fn,
         "min_successes": min_successes(config),
-        "on_rejected": on_rejected,
+        "on_screened": on_screened,
         "node_order": _partition_order(nodes or {}),
         "node_label": _node_label(nodes or {}),
         "sampling_seed": config.seed,

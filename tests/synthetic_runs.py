@@ -1,6 +1,6 @@
 """Run directories with the files `fedtosc run` writes, made up in a tmp dir (no Flower, no training).
 
-Shared by the study and report specifications; the layout follows fedtosc.run_record.
+Shared by the study and report specifications; the layout follows fedtosc.metrics_log and fedtosc.run_results.
 """
 
 from __future__ import annotations

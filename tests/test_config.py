@@ -5,7 +5,7 @@ import pytest
 from fedtosc.channels import EvalLink, eval_links
 from fedtosc.cli import main
 from fedtosc.config import ConfigError, config_from_json, config_to_json, load_config
-from fedtosc.federated import client_profile
+from fedtosc.federation.node import client_profile
 
 
 def test_defaults_compose_and_validate():

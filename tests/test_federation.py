@@ -106,7 +106,7 @@ def test_dirichlet_partitions_are_skewed_and_iid_ones_are_not():
 
 def test_snr_aware_weights_favour_better_links():
     from fedtosc.channels import parse_channel_profiles
-    from fedtosc.federated import snr_aware_weight
+    from fedtosc.federation.weighting import snr_aware_weight
 
     low, high = parse_channel_profiles("awgn:0,awgn:20", 2)
     assert snr_aware_weight(100, high, 0.5) > snr_aware_weight(100, low, 0.5) == 100.0

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fedtosc.knowledge.codecs import CODECS, Knowledge, TeacherOutputs, build_codec, fidelity
+from fedtosc.knowledge.codecs import CODECS, Knowledge, build_codec, fidelity
+from fedtosc.models.outputs import TeacherOutputs
 
 _FEW = settings(deadline=None, max_examples=25)
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 
+from fedtosc import atomic_write
 from fedtosc.digests import DIGESTS_KEY
 from fedtosc.knowledge import store as store_module
-from store_files import rewrite_store
-from fedtosc.knowledge.codecs import TeacherOutputs, build_codec
+from fedtosc.knowledge.codecs import build_codec
 from fedtosc.knowledge.store import (
     KnowledgeStore,
     KnowledgeStoreError,
@@ -24,6 +24,8 @@ from fedtosc.knowledge.store import (
     import_slice,
     write_store,
 )
+from fedtosc.models.outputs import TeacherOutputs
+from store_files import rewrite_store
 
 _NUM_SAMPLES = 50
 _NUM_CLASSES = 10
@@ -224,7 +226,7 @@ def test_failed_write_leaves_previous_file_untouched_and_no_temp_file(
     def _fail_replace(source: str, destination: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(store_module.os, "replace", _fail_replace)
+    monkeypatch.setattr(atomic_write.os, "replace", _fail_replace)
     with pytest.raises(OSError, match="disk full"):
         write_store(path, header, samples, _INDICES, shared)
     assert path.read_bytes() == before

@@ -19,12 +19,13 @@ from safetensors.numpy import load_file
 from fedtosc.cli import main
 from fedtosc.config import ConfigError, load_config
 from fedtosc.data.datasets import ImageDataset
+from fedtosc.data.views import apply_views, draw_views
 from fedtosc.experiment import Experiment, knowledge_path
 from fedtosc.knowledge import builder as builder_module
 from fedtosc.knowledge.builder import build_knowledge, codec_fidelity
-from fedtosc.knowledge.codecs import TeacherOutputs, build_codec
+from fedtosc.knowledge.codecs import build_codec
 from fedtosc.knowledge.store import KnowledgeStore, KnowledgeStoreError, export_slice, import_slice
-from fedtosc.knowledge.views import apply_views, draw_views
+from fedtosc.models.outputs import TeacherOutputs
 from fedtosc.models.teachers import Teacher
 from store_files import rewrite_store
 

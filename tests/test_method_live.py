@@ -13,9 +13,9 @@ import torch
 from fedtosc.centralized import pooled_client_data
 from fedtosc.channels import build_channel, client_profiles, seed_channels
 from fedtosc.config import ConfigError, ExperimentConfig, load_config
+from fedtosc.data.views import apply_views
 from fedtosc.evaluation import accuracy_at_snr
 from fedtosc.experiment import embedding_width, ensure_knowledge, experiment_student, load_experiment, load_teacher
-from fedtosc.knowledge.views import apply_views
 from fedtosc.losses import ib_distillation_loss
 from fedtosc.training import LocalData, train_student
 

@@ -32,7 +32,8 @@ def test_a_full_disk_never_leaves_a_half_written_results_file(tmp_path, monkeypa
 
 
 def _valid_store_bytes(tmp_path: Path) -> bytes:
-    from fedtosc.knowledge.codecs import TeacherOutputs, build_codec
+    from fedtosc.knowledge.codecs import build_codec
+    from fedtosc.models.outputs import TeacherOutputs
 
     codec = build_codec("topk", k=3, temperature=2.0)
     outputs = TeacherOutputs(logits=torch.randn(6, 10))

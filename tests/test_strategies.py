@@ -10,14 +10,15 @@ import torch
 from fedtosc.channels import client_profiles
 from fedtosc.config import load_config
 from fedtosc.experiment import experiment_student, load_experiment
-from fedtosc.federated import AGGREGATION_WEIGHT_KEY, local_data
+from fedtosc.federation.node_data import local_data
+from fedtosc.federation.weighting import AGGREGATION_WEIGHT_KEY
 from fedtosc.training import train_student
 from server.screening import ScreenedFedAdam, ScreenedFedAvg, ScreenedFedProx
 from server.strategies import make_strategy
 
 
 def _strategy(*overrides: str):  # noqa: ANN202
-    return make_strategy(load_config(list(overrides)), lambda records, key: None, lambda rnd, rejected: None)
+    return make_strategy(load_config(list(overrides)), lambda rnd, accepted, rejected: None)
 
 
 @pytest.mark.parametrize(

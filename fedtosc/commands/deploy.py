@@ -139,13 +139,12 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def prepare_run(overrides: list[str]) -> Path:
     """The server box's half of a run: resolved config, teacher and knowledge store, all local to it."""
+    from fedtosc.experiment import prepare_experiment
     from fedtosc.run_dir import make_run_dir, project_root
 
     config = load_config(overrides)
     run_dir = make_run_dir(config, project_root())
-    from fedtosc.experiment import prepare_server
-
-    prepare_server(config)
+    prepare_experiment(config)
     return run_dir
 
 

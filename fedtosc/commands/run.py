@@ -24,7 +24,7 @@ def _run(args: argparse.Namespace) -> int:
     resuming = config.resume is not None
     if resuming:
         from fedtosc.preflight import check_before_work
-        from fedtosc.run_record import load_run_config, write_run_config
+        from fedtosc.run_config import load_run_config, write_run_config
 
         # The interrupted run's own config, plus any overrides given with resume= (e.g. more rounds).
         run_dir = Path(config.resume).expanduser().resolve()
@@ -35,12 +35,12 @@ def _run(args: argparse.Namespace) -> int:
     else:
         run_dir = make_run_dir(config, root)
         print(f"run directory: {run_dir}")
-    from fedtosc.experiment import prepare_server
+    from fedtosc.experiment import prepare_experiment
     from fedtosc.launch import run_simulation
     from fedtosc.results import print_summary, read_results
 
     # Prepared here, with progress bars on the user's terminal; the ServerApp then finds both cached.
-    _, teacher, store = prepare_server(config)
+    _, teacher, store = prepare_experiment(config)
     print(
         f"teacher {teacher.display_name}: {teacher.num_params():,} params; knowledge {store.header.codec} "
         f"{store.bytes_per_sample:.1f} bytes/sample x {store.header.num_samples} samples"

@@ -1,4 +1,4 @@
-"""Data for both roles: datasets as image tensors, and the plan of who holds which samples.
+"""Data for both roles: datasets as image tensors, the plan of who holds which samples, and augmented views.
 
 The names below load their module (and torch) when first asked for, so importing
 `fedtosc.data.catalog` for config validation stays light.

@@ -9,7 +9,6 @@ from fedtosc.knowledge.codecs import (
     CODECS,
     Knowledge,
     KnowledgeCodec,
-    TeacherOutputs,
     build_codec,
     fidelity,
 )
@@ -29,7 +28,6 @@ __all__ = [
     "KnowledgeStore",
     "KnowledgeStoreError",
     "StoreHeader",
-    "TeacherOutputs",
     "build_codec",
     "export_slice",
     "fidelity",

@@ -7,7 +7,7 @@ after a kill computes only the missing chunks and yields the same store as an un
 build. At the end it fits and applies the codec, records its fidelity to the full soft labels,
 writes the store atomically and removes the partial folder (design.md: knowledge store).
 
-With `views` = K > 1 the teacher sees K augmented views of every sample (knowledge/views.py),
+With `views` = K > 1 the teacher sees K augmented views of every sample (data/views.py),
 drawn once from `view_seed`; the codec encodes all N * K outputs (sample-major) and the store
 keeps each view's parameters, so clients replay exactly those views.
 """
@@ -27,10 +27,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from fedtosc.atomic_write import atomic_path, write_text_atomic
 from fedtosc.data.datasets import ImageDataset
-from fedtosc.knowledge.codecs import Knowledge, KnowledgeCodec, TeacherOutputs, fidelity, teacher_head_arrays
+from fedtosc.data.views import VIEW_FIELDS, draw_views
+from fedtosc.knowledge.codecs import Knowledge, KnowledgeCodec, fidelity, teacher_head_arrays
 from fedtosc.knowledge.store import KnowledgeStore, StoreHeader, write_store
-from fedtosc.knowledge.views import VIEW_FIELDS, draw_views
+from fedtosc.models.outputs import TeacherOutputs
 from fedtosc.models.teachers import Teacher, predict
 
 __all__ = ["build_knowledge", "codec_fidelity", "partial_dir"]
@@ -167,7 +169,7 @@ def _open_partial(chunks_dir: Path, provenance: dict) -> Path:
         tqdm.write(f"discarding {chunks_dir}: it holds chunks of another teacher, data or chunking")
         shutil.rmtree(chunks_dir)
     chunks_dir.mkdir(parents=True)
-    _atomic_write_text(marker, json.dumps(provenance, sort_keys=True))
+    write_text_atomic(marker, json.dumps(provenance, sort_keys=True))
     return chunks_dir
 
 
@@ -211,10 +213,8 @@ def _save_chunk(chunks_dir: Path, start: int, key: str, outputs: TeacherOutputs)
     tensors = {"logits": outputs.logits.contiguous()}
     if outputs.embeddings is not None:
         tensors["embeddings"] = outputs.embeddings.contiguous()
-    final = _chunk_path(chunks_dir, start)
-    temporary = final.with_name(final.name + ".tmp")
-    save_file(tensors, str(temporary), metadata={"provenance": key})
-    temporary.replace(final)  # atomic: a kill leaves the whole chunk or none of it
+    with atomic_path(_chunk_path(chunks_dir, start)) as temp:  # a kill leaves the whole chunk or none of it
+        save_file(tensors, str(temp), metadata={"provenance": key})
 
 
 def _load_chunk(chunks_dir: Path, start: int, key: str, rows: int) -> TeacherOutputs | None:
@@ -232,9 +232,3 @@ def _load_chunk(chunks_dir: Path, start: int, key: str, rows: int) -> TeacherOut
     if "logits" not in tensors or tensors["logits"].shape[0] != rows:
         return None
     return TeacherOutputs(logits=tensors["logits"], embeddings=tensors.get("embeddings"))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    temporary.replace(path)

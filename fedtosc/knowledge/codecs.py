@@ -17,6 +17,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from fedtosc.models.outputs import TeacherOutputs
+
 __all__ = [
     "CODECS",
     "FullCodec",
@@ -24,7 +26,6 @@ __all__ = [
     "Knowledge",
     "KnowledgeCodec",
     "PCAEmbeddingCodec",
-    "TeacherOutputs",
     "TopKCodec",
     "build_codec",
     "fidelity",
@@ -36,14 +37,6 @@ _FP16_REL_ERROR = 2.0**-11
 _FP16_MAX = float(np.finfo(np.float16).max)
 # KL(p || q) is infinite where q == 0 < p; clamping q keeps the metric finite and comparable.
 _KL_FLOOR = 1e-12
-
-
-@dataclass(frozen=True)
-class TeacherOutputs:
-    """Raw teacher outputs over N samples: `logits` [N, C] float32, `embeddings` [N, D] float32 or None."""
-
-    logits: torch.Tensor
-    embeddings: torch.Tensor | None = None
 
 
 # Shared arrays an embedding store carries so a client can turn embeddings into soft labels with
@@ -58,7 +51,7 @@ class Knowledge:
     `probs`: [R, C] float32 soft labels at the codec's temperature, rows sum to 1 (None for
     embedding codecs). `embeddings`: [R, D] float32 (None for soft-label codecs).
     `view_params`: None when each sample has one view, the image as stored (R = N rows);
-    with K > 1 augmented views (knowledge/views.py) int16 [N, K, 5], and the R = N * K rows
+    with K > 1 augmented views (data/views.py) int16 [N, K, 5], and the R = N * K rows
     are sample-major: row i * K + v is the teacher's output on
     `apply_views(image_i, view_params[i, v])`.
     `head_weight` [C, D] / `head_bias` [C] float32: the teacher's classifier head, when an

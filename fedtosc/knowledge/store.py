@@ -7,7 +7,7 @@ than silent garbage. Rows are keyed by dataset index, so a client's slice is rea
 
 Layout: tensor `index` [N] int64 (sorted, unique dataset indices), `sample.<name>` [N, ...]
 (codec per-sample arrays, row i belongs to index[i]), `shared.<name>` (codec shared arrays).
-With K = header.views > 1 augmented views per sample (knowledge/views.py), every codec array
+With K = header.views > 1 augmented views per sample (data/views.py), every codec array
 has a view axis, `sample.<name>` [N, K, ...], and `sample.view_params` [N, K, 5] int16 holds
 each view's crop box and flip; a store with K = 1 has neither (the image as stored). Decoded
 `Knowledge` has N * K sample-major rows (row i * K + v: sample i, view v) and the view params.
@@ -16,8 +16,6 @@ each view's crop box and flip; a store with K = 1 has neither (the image as stor
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,9 +25,10 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from fedtosc.atomic_write import atomic_path
+from fedtosc.data.views import VIEW_FIELDS
 from fedtosc.digests import DIGESTS_KEY, digest_problem, tensor_digests
 from fedtosc.knowledge.codecs import Knowledge, KnowledgeCodec, build_codec
-from fedtosc.knowledge.views import VIEW_FIELDS
 
 __all__ = [
     "FORMAT_NAME",
@@ -250,7 +249,7 @@ def write_store(
     shared: dict[str, np.ndarray],
     view_params: np.ndarray | None = None,
 ) -> None:
-    """Write a store atomically: a temp file in the same folder, fsync, then os.replace.
+    """Write a store atomically (`fedtosc.atomic_write`: a temp file in the same folder, fsync, rename).
 
     A crash at any point leaves either the old file or the new one at `path`, never a partial
     one. `samples` (the codec's encode output) rows follow `indices` (sorted, unique dataset
@@ -279,7 +278,9 @@ def write_store(
         _check_decodes(_build_codec(parsed, source, ""), parsed.views, first_row, shared, source, "")
     except KnowledgeStoreError as error:
         raise ValueError(str(error).strip()) from None
-    _atomic_save(path, tensors, metadata)
+    metadata = metadata | {DIGESTS_KEY: json.dumps(tensor_digests(tensors), sort_keys=True)}
+    with atomic_path(path, fsync=True) as temp:
+        save_file(tensors, str(temp), metadata=metadata)
 
 
 def _with_view_axis(samples: dict[str, np.ndarray], num_samples: int, views: int) -> dict[str, np.ndarray]:
@@ -290,34 +291,6 @@ def _with_view_axis(samples: dict[str, np.ndarray], num_samples: int, views: int
             f"with views={views}, codec arrays need num_samples * views = {num_samples * views} rows; {wrong} do not"
         )
     return {name: np.reshape(array, (num_samples, views, *np.shape(array)[1:])) for name, array in samples.items()}
-
-
-def _atomic_save(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
-    metadata = metadata | {DIGESTS_KEY: json.dumps(tensor_digests(tensors), sort_keys=True)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    file_descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(file_descriptor)
-    try:
-        save_file(tensors, temp_name, metadata=metadata)
-        with open(temp_name, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform lets a directory be opened.
-    try:
-        directory_descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(directory_descriptor)
-    finally:
-        os.close(directory_descriptor)
 
 
 class KnowledgeStore:

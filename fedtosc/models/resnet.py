@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from fedtosc.config import TeacherConfig
 from fedtosc.data.datasets import DataSplits, ImageDataset
-from fedtosc.knowledge.codecs import TeacherOutputs
+from fedtosc.models.outputs import TeacherOutputs
 from fedtosc.models.teachers import Teacher, TeacherError, _cpu_copy, predict
 
 __all__ = [

@@ -21,11 +21,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from fedtosc.atomic_write import atomic_path
 from fedtosc.config import TeacherConfig
 from fedtosc.data.datasets import ImageDataset
 from fedtosc.data.prompts import check_templates, prompt_templates
-from fedtosc.knowledge.codecs import TeacherOutputs
-from fedtosc.knowledge.views import apply_views
+from fedtosc.data.views import apply_views
+from fedtosc.models.outputs import TeacherOutputs
 
 __all__ = [
     "ClipTeacher",
@@ -121,10 +122,8 @@ def load_or_train_server_teacher(
         except (RuntimeError, OSError, ValueError):
             pass  # a corrupt or stale cache entry is retrained and overwritten below
     _train_classifier(teacher, labelled, config, seed, device)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache_path.with_suffix(".partial")
-    save_file({k: v.contiguous().cpu() for k, v in teacher.state_dict().items()}, str(partial))
-    partial.replace(cache_path)  # atomic: a crash never leaves a half-written cache entry
+    with atomic_path(cache_path) as temp:  # a crash never leaves a half-written cache entry
+        save_file({k: v.contiguous().cpu() for k, v in teacher.state_dict().items()}, str(temp))
     return teacher.eval()
 
 
@@ -332,7 +331,7 @@ def predict(
     """Run the teacher over every sample, batched, in inference mode; outputs float32 on the CPU.
 
     `progress`: a caller's bar to advance by samples (e.g. the knowledge builder's); else its own.
-    `view_params`: [N, 5] one augmented view per sample (knowledge/views.py): the teacher sees
+    `view_params`: [N, 5] one augmented view per sample (data/views.py): the teacher sees
     `apply_views(images, view_params)` instead of the images as stored.
     """
     teacher.eval()

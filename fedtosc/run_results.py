@@ -1,0 +1,89 @@
+"""The end of a run, federated or centralized: the final SNR sweep, results.json, the student, the plots.
+
+results.json's schema is in the README; the same keys are written whichever way the student
+was trained, so `fedtosc run` and `fedtosc train` compare line for line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from fedtosc.channels import client_profiles
+from fedtosc.evaluation import StudentEvaluator, encoder_latency_ms, model_size
+from fedtosc.experiment import Experiment
+from fedtosc.federation.weighting import nominal_snr_db
+from fedtosc.knowledge.codecs import HEAD_BIAS, HEAD_WEIGHT
+from fedtosc.knowledge.store import KnowledgeStore
+from fedtosc.models.student import StudentCodec
+from fedtosc.results import plot_accuracy_vs_snr, plot_channel_uses, write_json_atomic
+
+__all__ = ["finish_run"]
+
+
+def finish_run(
+    run_dir: Path,
+    experiment: Experiment,
+    store: KnowledgeStore,
+    student: StudentCodec,
+    evaluator: StudentEvaluator,
+    *,
+    nodes: dict,
+    knowledge_bytes: int,
+    mode: str,
+    started: float,
+) -> dict:
+    """Sweep the final student; write student.safetensors, results.json and the plots; return the results.
+
+    `nodes`: node id -> {"partition-id", "channel-profile"}; `knowledge_bytes`: the broadcast's
+    size; `mode`: federated | centralized; `started`: `time.perf_counter()` when training began.
+    """
+    config = experiment.config
+    links, accuracy, channel_uses = evaluator.sweep(student)
+    save_file({k: v.contiguous().cpu() for k, v in student.state_dict().items()}, str(run_dir / "student.safetensors"))
+    header = store.header
+    results = {
+        "teacher": {key: header.extra["teacher"][key] for key in ("name", "params", "accuracy")},
+        "student": {
+            **model_size(student),
+            "encoder_latency_ms_batch1": encoder_latency_ms(student, experiment.splits.train.image_shape, 1),
+        },
+        "knowledge": {
+            "mode": config.knowledge.mode,
+            "codec": header.codec,
+            "codec_params": header.codec_params,
+            "views": header.views,
+            "bytes_per_sample": store.bytes_per_sample,
+            # The teacher head an embedding store carries, sent once per node inside broadcast_bytes.
+            "teacher_head_bytes": sum(
+                array.nbytes for name, array in store.shared().items() if name in (HEAD_WEIGHT, HEAD_BIAS)
+            ),
+            "num_samples": header.num_samples,
+            "build_seconds": header.extra["build_seconds"],
+            "broadcast_bytes": knowledge_bytes,
+        },
+        "federation": {
+            "mode": mode,
+            "num_clients": config.federation.num_clients,
+            "rounds": config.federation.rounds,
+            "strategy": config.strategy.name,
+            "client_snr_db": [nominal_snr_db(p) for p in client_profiles(config.channel, config.federation.num_clients)],
+            "client_channel_profiles": {str(n["partition-id"]): n["channel-profile"] for n in nodes.values()},
+        },
+        "evaluation": {
+            # Where the links came from: an explicit list, or the clients' own links (eval_channels=null).
+            "source": "channel.clients" if config.channel.eval_channels is None else "channel.eval_channels",
+            "links": [{"label": link.describe(), **dataclasses.asdict(link)} for link in links],
+            "snr_db": [float(snr_db) for snr_db in config.channel.eval_snr_db],
+        },
+        "accuracy_vs_snr": accuracy,
+        "channel_uses": channel_uses,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    write_json_atomic(run_dir / "results.json", results)
+    plot_accuracy_vs_snr(results, run_dir / "accuracy_vs_snr.png")
+    plot_channel_uses(results, run_dir / "channel_uses.png")
+    return results
