@@ -45,7 +45,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DatasetConfig:
-    name: str = "digits"  # digits | image_folder | cifar10 | cifar100 | mnist | fashion_mnist | svhn
+    name: str = "digits"  # a name in fedtosc.registries.DATASETS
     root: str | None = None  # folder for image_folder / torchvision datasets
     download: bool = False  # torchvision datasets only: fetch from the internet when missing
     test_fraction: float = 0.25  # held-out share, for datasets without a test split
@@ -61,7 +61,7 @@ class DatasetConfig:
 
 @dataclass
 class TeacherConfig:
-    name: str = "server_cnn"  # server_cnn | clip | resnet
+    name: str = "server_cnn"  # a name in fedtosc.registries.TEACHERS
     # server_cnn: a larger CNN trained on the server's labelled data, cached by fingerprint
     # resnet: ResNet-20 of base width `width`, loaded from `checkpoint` (`fedtosc teacher train` writes it)
     width: int = 64
@@ -126,7 +126,7 @@ class ChannelConfig:
 @dataclass
 class KnowledgeConfig:
     mode: str = "prestored"  # prestored | online | none (labels only)
-    codec: str = "topk"  # topk | full | int8_embedding | pca_embedding
+    codec: str = "topk"  # a name in fedtosc.registries.CODECS
     k: int = 5
     temperature: float = 4.0
     pca_dim: int = 32
@@ -166,7 +166,7 @@ class FederationConfig:
     min_train_clients: int | None = None
     min_train_fraction: float = 0.5
     client_cpus: int = 1  # Ray CPUs per simulated client: 1 lets two clients train at once on 2 cores
-    partitioner: str = "iid"  # iid | dirichlet | pathological
+    partitioner: str = "iid"  # a name in fedtosc.registries.PARTITIONERS
     dirichlet_alpha: float = 0.5
     classes_per_client: int = 2
     round_timeout_s: float = 600.0
@@ -178,7 +178,7 @@ class FederationConfig:
 
 @dataclass
 class StrategyConfig:
-    name: str = "fedavg"  # fedavg | fedprox | fedadam
+    name: str = "fedavg"  # a name in fedtosc.registries.STRATEGIES
     proximal_mu: float = 0.01
     server_lr: float = 0.01
     snr_aware: bool = False  # weight clients by examples x (1 + snr_weight_alpha * tanh(snr_db / 10))
@@ -196,24 +196,18 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
-    method: str = "full"  # set by the conf/method group: full | labels_only | online_kd | no_adaptive | no_ib | fixed_rate
+    method: str = "full"  # set by the conf/method group: a file name there
     seed: int = 0
     output_dir: str | None = None  # default: runs/<timestamp>
     resume: str | None = None  # a run directory: continue its federation from the last checkpointed round
     device: str = "auto"  # auto | cpu | cuda
 
 
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset.name": ("digits", "image_folder", "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn"),
-    "teacher.name": ("server_cnn", "clip", "resnet"),
+# Values that are modes of one piece of code, not families one adds to (those are registries).
+_ENUMS: dict[str, tuple[str, ...]] = {
     "teacher.head": ("zero_shot", "linear_probe"),
-    "channel.csi": ("perfect", "none"),
     "knowledge.mode": ("prestored", "online", "none"),
-    "knowledge.codec": ("topk", "full", "int8_embedding", "pca_embedding"),
-    "federation.partitioner": ("iid", "dirichlet", "pathological"),
-    "strategy.name": ("fedavg", "fedprox", "fedadam"),
     "device": ("auto", "cpu", "cuda"),
-    "method": ("full", "labels_only", "online_kd", "no_adaptive", "no_ib", "fixed_rate"),
 }
 
 _POSITIVE: tuple[str, ...] = (
@@ -245,7 +239,17 @@ def config_value(config: ExperimentConfig, dotted: str) -> Any:
 
 def check_ranges(config: ExperimentConfig) -> None:
     """Raise ConfigError naming the first key whose value is out of range."""
-    for key, choices in _CHOICES.items():
+    # Imported here: the registries and limits import this module's dataclasses.
+    from fedtosc.channels.limits import CSI_MODES
+    from fedtosc.registries import CODECS, DATASETS, PARTITIONERS, STRATEGIES, TEACHERS
+    from fedtosc.registry import UnknownEntryError
+
+    for registry in (DATASETS, TEACHERS, CODECS, PARTITIONERS, STRATEGIES):
+        try:
+            registry.check(config_value(config, registry.key))
+        except UnknownEntryError as error:
+            raise ConfigError(str(error)) from None
+    for key, choices in (_ENUMS | {"channel.csi": CSI_MODES, "method": _methods()}).items():
         if config_value(config, key) not in choices:
             raise ConfigError(f"{key}={config_value(config, key)!r} is not one of {list(choices)}")
     for key in _POSITIVE:
@@ -295,6 +299,11 @@ def check_ranges(config: ExperimentConfig) -> None:
         eval_links(config.channel, config.federation.num_clients)
     except ValueError as error:
         raise ConfigError(f"channel.eval_channels: {error}") from error
+
+
+def _methods() -> tuple[str, ...]:
+    """The baselines: one conf/method/<name>.yaml each, the only list of them."""
+    return tuple(sorted(path.stem for path in (default_config_dir() / "method").glob("*.yaml")))
 
 
 _SCHEMA_NAME = "fedtosc_schema"

@@ -20,11 +20,11 @@ import torch
 from fedtosc.config import ConfigError, ExperimentConfig
 from fedtosc.data import DataPlan, DataSplits, load_dataset, plan_data
 from fedtosc.knowledge.builder import build_knowledge
-from fedtosc.knowledge.codecs import build_codec
+from fedtosc.knowledge.codecs import KnowledgeCodec
 from fedtosc.knowledge.store import KnowledgeStore, KnowledgeStoreError
 from fedtosc.models.student import StudentCodec, build_student
-from fedtosc.models.resnet import load_resnet_teacher
-from fedtosc.models.teachers import Teacher, TeacherError, build_clip_teacher, load_or_train_server_teacher, predict
+from fedtosc.models.teachers import Teacher, predict
+from fedtosc.registries import CODECS, TEACHERS
 
 __all__ = [
     "Experiment",
@@ -79,22 +79,8 @@ def experiment_student(experiment: Experiment, embedding_dim: int | None) -> Stu
 
 
 def load_teacher(experiment: Experiment, device: torch.device) -> Teacher:
-    config = experiment.config
-    if config.teacher.name == "resnet":
-        # Trained once on a whole training split and shipped: no server data, nothing seed-dependent.
-        if not config.teacher.checkpoint:
-            raise TeacherError("teacher.name=resnet needs teacher.checkpoint=<file> (`fedtosc teacher train` writes one)")
-        return load_resnet_teacher(Path(config.teacher.checkpoint), device, expect=experiment.splits.train)
-    server_data = experiment.splits.train.subset(experiment.plan.server_indices)
-    if config.teacher.name == "clip":
-        return build_clip_teacher(
-            config.teacher,
-            experiment.splits.train.class_names,
-            device,
-            labelled=server_data,
-            dataset_name=config.dataset.name,
-        )
-    return load_or_train_server_teacher(config.teacher, server_data, config.seed, device)
+    """The teacher `teacher.name` names (`fedtosc.registries.TEACHERS`), built for this experiment."""
+    return TEACHERS.get(experiment.config.teacher.name)(experiment, device)
 
 
 def teacher_summary(teacher: Teacher, experiment: Experiment, device: torch.device) -> dict:
@@ -103,15 +89,9 @@ def teacher_summary(teacher: Teacher, experiment: Experiment, device: torch.devi
     return {"name": teacher.display_name, "id": teacher.teacher_id, "params": teacher.num_params(), "accuracy": accuracy}
 
 
-def codec_for(config: ExperimentConfig):  # noqa: ANN201 - a KnowledgeCodec
-    knowledge = config.knowledge
-    params = {
-        "topk": {"k": knowledge.k, "temperature": knowledge.temperature},
-        "full": {"temperature": knowledge.temperature},
-        "int8_embedding": {},
-        "pca_embedding": {"dim": knowledge.pca_dim},
-    }[knowledge.codec]
-    return build_codec(knowledge.codec, **params)
+def codec_for(config: ExperimentConfig) -> KnowledgeCodec:
+    """The codec `knowledge.codec` names, with the settings it reads from the knowledge config."""
+    return CODECS.get(config.knowledge.codec).from_config(config.knowledge)
 
 
 def knowledge_path(experiment: Experiment, teacher: Teacher) -> Path:

@@ -57,10 +57,10 @@ def check_before_work(config: ExperimentConfig, output: Path | None = None) -> N
     except DatasetError as error:
         raise ConfigError(str(error)) from error
     dataset = f"dataset.name={config.dataset.name}"
-    if config.knowledge.codec == "topk" and config.knowledge.k > classes:
+    if classes is not None and config.knowledge.codec == "topk" and config.knowledge.k > classes:
         raise ConfigError(f"knowledge.k={config.knowledge.k} exceeds the {classes} classes of {dataset}; set knowledge.k<={classes}")
     names = config.teacher.class_names
-    if names is not None and len(names) != classes:
+    if classes is not None and names is not None and len(names) != classes:
         raise ConfigError(f"teacher.class_names has {len(names)} names but {dataset} has {classes} classes; give {classes} or null")
     if config.teacher.checkpoint and config.teacher.name in _CHECKPOINT_FIX:
         checkpoint = Path(config.teacher.checkpoint).expanduser()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 from logging import WARNING
 
 import numpy as np
@@ -21,6 +22,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
+
+from fedtosc.config import ExperimentConfig
 
 __all__ = ["RoundFailedError", "ScreenedFedAdam", "ScreenedFedAvg", "ScreenedFedProx", "ScreeningFn", "update_problem"]
 
@@ -157,10 +160,23 @@ def _with_reference_dtypes(arrays: ArrayRecord, reference: dict[str, tuple[tuple
 class ScreenedFedAvg(_Screening, FedAvg):
     """FedAvg over screened updates."""
 
+    @classmethod
+    def from_config(cls, config: ExperimentConfig, **common: Any) -> ScreenedFedAvg:
+        """The strategy with its own settings from `config` and the ones every strategy shares."""
+        return cls(**common)
+
 
 class ScreenedFedProx(_Screening, FedProx):
-    """FedProx over screened updates."""
+    """FedProx over screened updates; clients add (mu / 2) ||w - w_global||^2 (`strategy.proximal_mu`)."""
+
+    @classmethod
+    def from_config(cls, config: ExperimentConfig, **common: Any) -> ScreenedFedProx:
+        return cls(proximal_mu=config.strategy.proximal_mu, **common)
 
 
 class ScreenedFedAdam(_Screening, FedAdam):
-    """FedAdam over screened updates."""
+    """FedAdam over screened updates: server learning rate `strategy.server_lr`, clients' `train.lr`."""
+
+    @classmethod
+    def from_config(cls, config: ExperimentConfig, **common: Any) -> ScreenedFedAdam:
+        return cls(eta=config.strategy.server_lr, eta_l=config.train.lr, **common)

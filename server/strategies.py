@@ -1,4 +1,4 @@
-"""Strategy factory: FedAvg, FedProx, FedAdam from flwr.serverapp.strategy, chosen by `strategy.name`.
+"""Strategy factory: the screened strategy `strategy.name` names, with what every strategy shares.
 
 Every strategy screens client updates first (server/screening.py). With `strategy.snr_aware`,
 clients are weighted by examples times a channel-quality factor instead of examples alone.
@@ -13,7 +13,8 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedtosc.config import ExperimentConfig
 from fedtosc.federation.weighting import AGGREGATION_WEIGHT_KEY
-from server.screening import ScreenedFedAdam, ScreenedFedAvg, ScreenedFedProx, ScreeningFn
+from fedtosc.registries import STRATEGIES
+from server.screening import ScreeningFn
 
 __all__ = ["make_strategy", "min_successes"]
 
@@ -24,8 +25,8 @@ def make_strategy(
     nodes: dict[int, dict] | None = None,
     round_offset: int = 0,
 ) -> FedAvg:
-    """The screened strategy `strategy.name` names (ScreenedFedAvg, ScreenedFedProx or ScreenedFedAdam:
-    siblings, all FedAvg subclasses). `on_screened` hears each round's usable replies and rejected
+    """The screened strategy `strategy.name` names (`fedtosc.registries.STRATEGIES`; all are FedAvg
+    subclasses). `on_screened` hears each round's usable replies and rejected
     updates; `nodes` (node id -> its `describe` reply) fixes the order nodes are sampled and
     aggregated in (by partition) and names them in errors; `round_offset` is the rounds a resumed
     run already did."""
@@ -47,12 +48,7 @@ def make_strategy(
         "sampling_seed": config.seed,
         "round_offset": round_offset,
     }
-    name = config.strategy.name
-    if name == "fedprox":
-        return ScreenedFedProx(proximal_mu=config.strategy.proximal_mu, **common)
-    if name == "fedadam":
-        return ScreenedFedAdam(eta=config.strategy.server_lr, eta_l=config.train.lr, **common)
-    return ScreenedFedAvg(**common)
+    return STRATEGIES.get(config.strategy.name).from_config(config, **common)
 
 
 def min_successes(config: ExperimentConfig) -> int:

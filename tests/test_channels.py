@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedtosc.channels import (
-    CHANNEL_NAMES,
     SNR_DB_LIMITS,
     AWGNChannel,
     ChannelProfile,
@@ -29,6 +28,7 @@ from fedtosc.channels import (
     seed_channels,
     validate_snr_db,
 )
+from fedtosc.registries import CHANNELS
 from fedtosc.config import ChannelConfig
 from fedtosc.data.datasets import ImageDataset
 from fedtosc.evaluation import snr_sweep
@@ -112,7 +112,7 @@ def test_per_sample_snr_makes_high_snr_samples_less_noisy() -> None:
     seed_channels(4)
     x = _unit_power_symbols(4)
     snr_db = torch.cat([torch.full((BATCH // 2,), 30.0), torch.full((BATCH // 2,), 0.0)])
-    for name in CHANNEL_NAMES:
+    for name in CHANNELS.names():
         out = build_channel(name, csi="none", block_length=1).transmit(x, snr_db)
         noise_per_sample = _power(out.received - out.coefficients * x).mean(dim=1)
         high, low = noise_per_sample[: BATCH // 2], noise_per_sample[BATCH // 2 :]

@@ -189,7 +189,7 @@ def test_a_store_without_digests_is_refused(topk_store: _WrittenStore) -> None:
         ({}, {"sample.topk_probs": np.zeros((49, 5), np.float16)}, "'sample.topk_probs'.*num_samples=50"),
         ({}, {"index": np.arange(50, dtype=np.int64)[::-1].copy()}, "sorted and unique"),
         ({"codec_params": "{not json"}, {}, "'codec_params' is invalid"),
-        ({"codec": "zip"}, {}, "known codecs"),
+        ({"codec": "zip"}, {}, r"knowledge.codec='zip' is not one of \['topk'"),
         ({}, {"stray": np.zeros(1, np.float32)}, "unexpected"),
     ],
 )

@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedtosc.channels import (
-    CHANNEL_NAMES,
     SNR_DB_LIMITS,
     AWGNChannel,
     ChannelOutput,
@@ -22,6 +21,7 @@ from fedtosc.channels import (
     real_to_complex,
     seed_channels,
 )
+from fedtosc.registries import CHANNELS
 from fedtosc.config import StudentConfig
 from fedtosc.evaluation import model_size
 from fedtosc.losses import gaussian_kl
@@ -117,7 +117,7 @@ def test_encoder_modules_are_what_runs_before_the_channel() -> None:
 # ---------------------------------------------------------------- gradients
 
 
-@pytest.mark.parametrize("channel_name", CHANNEL_NAMES)
+@pytest.mark.parametrize("channel_name", CHANNELS.names())
 @pytest.mark.parametrize("config", [SMALL, RATE_ADAPTIVE], ids=["full_rate", "rate_adaptive"])
 def test_gradients_reach_the_encoder_through_the_channel(channel_name: str, config: StudentConfig) -> None:
     seed_channels(0)

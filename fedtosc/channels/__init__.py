@@ -1,6 +1,7 @@
 """Wireless links for the student: limits, SNR profiles, the config's entry strings, channel blocks.
 
-- :mod:`~fedtosc.channels.limits`: channel names, CSI modes and the one SNR range (pure Python);
+- :mod:`~fedtosc.channels.limits`: CSI modes and the one SNR range (pure Python); channel names
+  are `fedtosc.registries.CHANNELS`';
 - :mod:`~fedtosc.channels.profiles`: :class:`EvalLink` and a client's :class:`ChannelProfile`;
 - :mod:`~fedtosc.channels.entries`: the ``channel.clients`` / ``channel.eval_channels`` parser;
 - :mod:`~fedtosc.channels.blocks`: the differentiable torch/Sionna channels, power normalization,
@@ -17,13 +18,12 @@ import importlib
 from typing import Any
 
 from fedtosc.channels.entries import client_profiles, eval_links, parse_channel_profiles, parse_eval_link
-from fedtosc.channels.limits import CHANNEL_NAMES, CSI_MODES, SNR_DB_LIMITS, SNR_KINDS
+from fedtosc.channels.limits import CSI_MODES, SNR_DB_LIMITS, SNR_KINDS
 from fedtosc.channels.profiles import ChannelProfile, EvalLink
 
 __all__ = [
     "SNR_DB_LIMITS",
     "CSI_MODES",
-    "CHANNEL_NAMES",
     "SNR_KINDS",
     "EvalLink",
     "ChannelProfile",

@@ -21,6 +21,7 @@ Conventions (they hold for every block here):
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from typing import NamedTuple
@@ -29,7 +30,8 @@ import torch
 from sionna.phy import config as sionna_config
 from sionna.phy.channel import AWGN, RayleighBlockFading
 
-from fedtosc.channels.limits import CHANNEL_NAMES, SNR_DB_LIMITS, check_csi, check_k_factor, check_snr_db
+from fedtosc.channels.limits import SNR_DB_LIMITS, check_csi, check_k_factor, check_snr_db
+from fedtosc.registries import CHANNELS
 
 __all__ = [
     "validate_snr_db",
@@ -278,16 +280,12 @@ class RicianChannel(Channel):
 def build_channel(
     name: str, *, csi: str = "perfect", k_factor: float = 3.0, block_length: int | None = None
 ) -> Channel:
-    """Make a channel by name: ``"awgn"``, ``"rayleigh"`` or ``"rician"``.
-
-    ``csi`` is checked for every name (AWGN has nothing to equalize, so it ignores the value).
-    """
+    """The channel registered as ``name`` (``fedtosc.registries.CHANNELS``), given the link
+    settings its constructor accepts: AWGN takes none, Rayleigh ``csi`` and ``block_length``,
+    Rician ``k_factor`` too. ``csi`` is checked for every name."""
     check_csi(csi)
     _check_block_length(block_length)
-    if name == "awgn":
-        return AWGNChannel()
-    if name == "rayleigh":
-        return RayleighChannel(csi=csi, block_length=block_length)
-    if name == "rician":
-        return RicianChannel(k_factor=k_factor, csi=csi, block_length=block_length)
-    raise ValueError(f"unknown channel {name!r}; known: {list(CHANNEL_NAMES)}")
+    channel_class = CHANNELS.get(name)
+    settings = {"csi": csi, "k_factor": k_factor, "block_length": block_length}
+    accepted = inspect.signature(channel_class).parameters
+    return channel_class(**{key: value for key, value in settings.items() if key in accepted})

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from fedtosc.channels.limits import CHANNEL_NAMES
 from fedtosc.channels.profiles import ChannelProfile, EvalLink
+from fedtosc.registries import CHANNELS
 
 if TYPE_CHECKING:  # annotations only: the config module (and Hydra) stays out of this one's imports
     from fedtosc.config import ChannelConfig
@@ -21,13 +21,13 @@ __all__ = ["client_profiles", "eval_links", "parse_channel_profiles", "parse_eva
 
 _OPTION_FORMS = "[:k=<K>][:csi=perfect|none]"
 _PROFILE_FORMS = (
-    f"accepted forms: '<channel>:<snr>{_OPTION_FORMS}' with <channel> in "
-    f"{list(CHANNEL_NAMES)} and <snr> one of '10' (fixed), '0~20' (uniform per sample), "
+    f"accepted forms: '<channel>:<snr>{_OPTION_FORMS}' with <channel> a registered channel "
+    "(fedtosc.registries.CHANNELS) and <snr> one of '10' (fixed), '0~20' (uniform per sample), "
     "'gm(10,3,0.9)' (Gauss-Markov mean,std,rho per round); k only for rician; an option left out "
     "takes channel.k_factor / channel.csi; e.g. 'awgn:0,rayleigh:0~20,rician:10:k=5'"
 )
 _EVAL_FORMS = (
-    f"accepted forms: '<channel>{_OPTION_FORMS}' with <channel> in {list(CHANNEL_NAMES)}, no SNR "
+    f"accepted forms: '<channel>{_OPTION_FORMS}' with <channel> a registered channel, no SNR "
     "(channel.eval_snr_db gives it); k only for rician; an option left out takes channel.k_factor / "
     "channel.csi; e.g. 'awgn', 'rayleigh:csi=none', 'rician:k=5'"
 )
@@ -41,8 +41,8 @@ _ENTRY_SPLIT_RE = re.compile(r",(?![^()]*\))")
 
 def _parse_link(entry: str, channel: str, options: list[str], csi: str, k_factor: float, forms: str) -> EvalLink:
     """The link of one entry: its ``k=``/``csi=`` options over the defaults ``csi``/``k_factor``."""
-    if channel not in CHANNEL_NAMES:
-        raise ValueError(f"unknown channel {channel!r} in entry {entry!r}; {forms}")
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r} in entry {entry!r}; known: {list(CHANNELS.names())}; {forms}")
     for option in options:
         key, sep, value = option.partition("=")
         if key == "k" and sep and channel == "rician":

@@ -1,4 +1,5 @@
-"""What a link may be: channel names, CSI modes, SNR kinds and the one SNR range, in pure Python.
+"""What a link may be: CSI modes, SNR kinds and the one SNR range, in pure Python (channel names
+are the registry's: `fedtosc.registries.CHANNELS`).
 
 These are the only limits: the channel blocks, the SNR profiles and the config check all use
 them, so a value the config accepts is one the channels accept. Pure Python on purpose: config
@@ -9,11 +10,10 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["CHANNEL_NAMES", "CSI_MODES", "SNR_DB_LIMITS", "SNR_KINDS", "check_csi", "check_k_factor", "check_snr_db"]
+__all__ = ["CSI_MODES", "SNR_DB_LIMITS", "SNR_KINDS", "check_csi", "check_k_factor", "check_snr_db"]
 
 SNR_DB_LIMITS: tuple[float, float] = (-30.0, 50.0)
 CSI_MODES: tuple[str, ...] = ("perfect", "none")
-CHANNEL_NAMES: tuple[str, ...] = ("awgn", "rayleigh", "rician")
 SNR_KINDS: tuple[str, ...] = ("fixed", "uniform", "gauss_markov")
 
 

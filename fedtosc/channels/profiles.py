@@ -12,7 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fedtosc.channels.limits import CHANNEL_NAMES, SNR_DB_LIMITS, SNR_KINDS, check_csi, check_k_factor, check_snr_db
+from fedtosc.channels.limits import SNR_DB_LIMITS, SNR_KINDS, check_csi, check_k_factor, check_snr_db
+from fedtosc.registries import CHANNELS
 
 if TYPE_CHECKING:
     import torch
@@ -28,7 +29,7 @@ class EvalLink:
 
     What evaluation sweeps over ``channel.eval_snr_db``, and what a client's
     :class:`ChannelProfile` is once its SNR behaviour is set aside. ``k_factor`` matters only for
-    ``"rician"`` and ``csi`` not for ``"awgn"`` (nothing to equalize); :meth:`describe` shows only
+    ``"rician"`` and ``csi`` for every channel but ``"awgn"`` (nothing to equalize); :meth:`describe` shows only
     what matters, so two links with the same label behave the same.
     """
 
@@ -37,8 +38,7 @@ class EvalLink:
     csi: str = "perfect"
 
     def __post_init__(self) -> None:
-        if self.channel not in CHANNEL_NAMES:
-            raise ValueError(f"unknown channel {self.channel!r}; known: {list(CHANNEL_NAMES)}")
+        CHANNELS.check(self.channel)
         check_csi(self.csi)
         check_k_factor(self.k_factor)
 
@@ -50,11 +50,11 @@ class EvalLink:
 
     def describe(self) -> str:
         """Short label, e.g. ``awgn``, ``rayleigh[csi=none]``, ``rician(k=5)``: a results key."""
-        if self.channel == "rician":
-            return f"rician(k={self.k_factor:g})" + ("" if self.csi == "perfect" else f"[csi={self.csi}]")
-        if self.channel == "rayleigh" and self.csi != "perfect":
-            return f"rayleigh[csi={self.csi}]"
-        return self.channel
+        label = f"rician(k={self.k_factor:g})" if self.channel == "rician" else self.channel
+        # AWGN has nothing to equalize; every other (registered) channel fades, so CSI matters.
+        if self.csi != "perfect" and self.channel != "awgn":
+            label += f"[csi={self.csi}]"
+        return label
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`fedtosc study data-efficiency|snr-sweep [options] [key=value ...]`: a grid of runs, one CSV, one figure.
+"""`fedtosc study <name> [options] [key=value ...]`: a grid of runs, one CSV, one figure.
 
 The grid comes from conf/study/ (Hydra sweep syntax on the command line replaces an axis); the
 cells live in <output>/cells/ and finished ones are not rerun (fedtosc.studies.sweep).
@@ -10,32 +10,26 @@ import argparse
 from pathlib import Path
 
 from fedtosc.preflight import check_writable
+from fedtosc.registries import STUDIES
 from fedtosc.run_dir import project_root
 
 __all__ = ["register"]
-
-_EXAMPLES = {
-    "data-efficiency": "e.g. dataset.label_fraction=0.05,1.0 method=full,labels_only seed=0,1 federation.rounds=3",
-    "snr-sweep": "e.g. method=full,no_adaptive seed=0 'channel.eval_channels=[awgn,rician]'",
-}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("study", help="run a study (a Hydra multirun grid of runs) and summarize it")
     studies = parser.add_subparsers(dest="study", required=True)
-    efficiency = _add_study(studies, "data-efficiency", "accuracy vs label fraction per method and client SNR profile")
-    efficiency.add_argument("--channel", default="awgn", help="eval channel the accuracy is read at (default: awgn)")
-    efficiency.add_argument("--snr-db", type=float, default=10.0, help="eval SNR the accuracy is read at (default: 10)")
-    _add_study(studies, "snr-sweep", "accuracy vs SNR per method and eval channel type")
-
-
-def _add_study(studies: argparse._SubParsersAction, name: str, summary: str) -> argparse.ArgumentParser:
-    parser = studies.add_parser(name, help=summary, description=f"{summary}. Overrides: {_EXAMPLES[name]}")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides; a comma list sweeps that key")
-    parser.add_argument("--output", type=Path, default=None, help=f"study directory (default: studies/{name})")
-    parser.add_argument("--centralized", action="store_true", help="run each cell with `fedtosc train` instead of `fedtosc run`")
-    parser.set_defaults(func=_study)
-    return parser
+    for name in STUDIES.names():
+        study = STUDIES.get(name)
+        study_parser = studies.add_parser(name, help=study.summary, description=f"{study.summary}. Overrides: e.g. {study.example}")
+        study_parser.add_argument("overrides", nargs="*", help="Hydra overrides; a comma list sweeps that key")
+        study_parser.add_argument("--output", type=Path, default=None, help=f"study directory (default: studies/{name})")
+        study_parser.add_argument(
+            "--centralized", action="store_true", help="run each cell with `fedtosc train` instead of `fedtosc run`"
+        )
+        for flag, options in study.options.items():
+            study_parser.add_argument(flag, **options)
+        study_parser.set_defaults(func=_study)
 
 
 def _study(args: argparse.Namespace) -> int:
@@ -59,14 +53,12 @@ def _study(args: argparse.Namespace) -> int:
         },
     )
     finished = studies.load_cells([o.run_dir for o in outcomes if o.status != "failed"])
-    stem = studies.STUDIES[args.study]
+    study = STUDIES.get(args.study)
+    stem = study.conf
     if finished:
-        if args.study == "data-efficiency":
-            rows = studies.data_efficiency_rows(finished, args.channel, args.snr_db)
-            studies.plot_data_efficiency(rows, study_dir / f"{stem}.png")
-        else:
-            rows = studies.snr_sweep_rows(finished)
-            studies.plot_snr_sweep(rows, study_dir / f"{stem}.png")
+        options = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_")) for flag in study.options}
+        rows = study.summarize(finished, **options)
+        study.draw(rows, study_dir / f"{stem}.png")
         studies.write_csv(rows, study_dir / f"{stem}.csv")
         _print_rows(rows)
         print(f"summary: {study_dir / f'{stem}.csv'}, {study_dir / f'{stem}.png'}")

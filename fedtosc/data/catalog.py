@@ -49,12 +49,15 @@ def image_folder_classes(root: Path) -> tuple[str, ...]:
     return class_names
 
 
-def num_classes(config: DatasetConfig) -> int:
-    """The configured dataset's class count, from its layout or the known sets; DatasetError when
-    an image folder's layout is wrong. A torchvision set's root is checked only when it must hold
-    the files already (`dataset.download=false`)."""
+def num_classes(config: DatasetConfig) -> int | None:
+    """The configured dataset's class count, from its layout or the known sets (None for a dataset
+    registered elsewhere: only its loader knows); DatasetError when an image folder's layout is
+    wrong. A torchvision set's root is checked only when it must hold the files already
+    (`dataset.download=false`)."""
     if config.name == "digits":
         return DIGITS_CLASSES
+    if config.name != "image_folder" and config.name not in TORCHVISION_DATASETS:
+        return None
     root = require_root(config)
     if config.name == "image_folder":
         return len(image_folder_classes(root))

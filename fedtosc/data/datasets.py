@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from fedtosc.config import DatasetConfig
 from fedtosc.data.catalog import TORCHVISION_DATASETS, DatasetError, image_folder_classes, require_root
+from fedtosc.registries import DATASETS
 
-__all__ = ["DataSplits", "DatasetError", "ImageDataset", "load_dataset"]
+__all__ = ["DataSplits", "DatasetError", "ImageDataset", "load_dataset", "load_digits", "load_image_folder", "load_torchvision"]
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -63,13 +64,9 @@ class DataSplits:
 
 
 def load_dataset(config: DatasetConfig, seed: int = 0) -> DataSplits:
-    """Load the configured dataset as train/test splits, capped by max_*_samples."""
-    if config.name == "digits":
-        splits = _load_digits(config.test_fraction, seed)
-    elif config.name == "image_folder":
-        splits = _load_image_folder(require_root(config), config.cache_dir)
-    else:
-        splits = _load_torchvision(config)
+    """Load the dataset `dataset.name` names (`fedtosc.registries.DATASETS`) as train/test splits,
+    capped by max_*_samples."""
+    splits = DATASETS.get(config.name)(config, seed)
     return DataSplits(
         train=_cap(splits.train, config.max_train_samples, seed),
         test=_cap(splits.test, config.max_test_samples, seed + 1),
@@ -83,24 +80,26 @@ def _cap(dataset: ImageDataset, max_samples: int | None, seed: int) -> ImageData
     return dataset.subset(chosen)
 
 
-def _load_digits(test_fraction: float, seed: int) -> DataSplits:
-    from sklearn.datasets import load_digits
+def load_digits(config: DatasetConfig, seed: int) -> DataSplits:
+    """scikit-learn's 8x8 digits (ships with it: offline); `dataset.test_fraction` held out by `seed`."""
+    from sklearn import datasets as sklearn_datasets
 
-    digits = load_digits()
+    digits = sklearn_datasets.load_digits()
     # Pixel values are 0..16; scale them to the 0..255 range every other dataset uses.
     images = torch.from_numpy((digits.images * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
     labels = torch.from_numpy(digits.target.astype(np.int64))
     order = np.random.default_rng(seed).permutation(len(labels))
-    num_test = int(round(len(labels) * test_fraction))
+    num_test = int(round(len(labels) * config.test_fraction))
     test_index, train_index = np.sort(order[:num_test]), np.sort(order[num_test:])
     full = ImageDataset(images, labels, tuple(str(d) for d in digits.target_names))
     return DataSplits(train=full.subset(train_index), test=full.subset(test_index))
 
 
-def _load_image_folder(root: Path, cache_dir: str | None) -> DataSplits:
+def load_image_folder(config: DatasetConfig, seed: int) -> DataSplits:
     """`root/train/<class>/*.jpg` and `root/test/<class>/*.jpg`, classes sorted by name."""
+    root = require_root(config)
     class_names = image_folder_classes(root)
-    cache = Path(cache_dir).expanduser() if cache_dir else None
+    cache = Path(config.cache_dir).expanduser() if config.cache_dir else None
     return DataSplits(
         train=_read_split(root / "train", class_names, cache),
         test=_read_split(root / "test", class_names, cache),
@@ -175,7 +174,8 @@ def _decode_images(paths: list[Path], split_dir: Path) -> np.ndarray:
     return images
 
 
-def _load_torchvision(config: DatasetConfig) -> DataSplits:
+def load_torchvision(config: DatasetConfig, seed: int) -> DataSplits:
+    """A torchvision dataset under `dataset.root` (downloaded only with `dataset.download=true`)."""
     import torchvision
 
     root = require_root(config)

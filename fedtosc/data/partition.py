@@ -12,8 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedtosc.config import DatasetConfig, FederationConfig
+from fedtosc.registries import PARTITIONERS
 
-__all__ = ["DataPlan", "partition_indices", "plan_data"]
+__all__ = [
+    "DataPlan", "dirichlet_partitioner", "iid_partitioner", "partition_indices", "pathological_partitioner", "plan_data",
+]
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def partition_indices(labels: np.ndarray, federation: FederationConfig, seed: in
     # (image folders are read class by class) would give each client only a few classes.
     order = np.random.default_rng(seed).permutation(len(labels))
     local = Dataset.from_dict({"label": labels[order].astype(np.int64), "position": order})
-    partitioner = _make_partitioner(federation, seed)
+    partitioner = PARTITIONERS.get(federation.partitioner)(federation, seed)
     partitioner.dataset = local
     partitions = [
         np.sort(np.asarray(partitioner.load_partition(i)["position"], dtype=np.int64))
@@ -78,19 +81,30 @@ def partition_indices(labels: np.ndarray, federation: FederationConfig, seed: in
     return partitions
 
 
-def _make_partitioner(federation: FederationConfig, seed: int):  # noqa: ANN202 - flwr-datasets Partitioner
-    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, PathologicalPartitioner
+def iid_partitioner(federation: FederationConfig, seed: int):  # noqa: ANN201 - a flwr-datasets Partitioner
+    """Equal shares, classes mixed (the order was shuffled before: see `partition_indices`)."""
+    from flwr_datasets.partitioner import IidPartitioner
 
-    if federation.partitioner == "iid":
-        return IidPartitioner(num_partitions=federation.num_clients)
-    if federation.partitioner == "dirichlet":
-        return DirichletPartitioner(
-            num_partitions=federation.num_clients,
-            partition_by="label",
-            alpha=federation.dirichlet_alpha,
-            min_partition_size=1,
-            seed=seed,
-        )
+    return IidPartitioner(num_partitions=federation.num_clients)
+
+
+def dirichlet_partitioner(federation: FederationConfig, seed: int):  # noqa: ANN201
+    """Class shares per client drawn from Dir(`federation.dirichlet_alpha`): smaller alpha, more skew."""
+    from flwr_datasets.partitioner import DirichletPartitioner
+
+    return DirichletPartitioner(
+        num_partitions=federation.num_clients,
+        partition_by="label",
+        alpha=federation.dirichlet_alpha,
+        min_partition_size=1,
+        seed=seed,
+    )
+
+
+def pathological_partitioner(federation: FederationConfig, seed: int):  # noqa: ANN201
+    """Each client holds `federation.classes_per_client` classes only."""
+    from flwr_datasets.partitioner import PathologicalPartitioner
+
     return PathologicalPartitioner(
         num_partitions=federation.num_clients,
         partition_by="label",

@@ -6,7 +6,6 @@ index, validated on load, from which the server ships each client its slice.
 """
 
 from fedtosc.knowledge.codecs import (
-    CODECS,
     Knowledge,
     KnowledgeCodec,
     build_codec,
@@ -22,7 +21,6 @@ from fedtosc.knowledge.store import (
 )
 
 __all__ = [
-    "CODECS",
     "Knowledge",
     "KnowledgeCodec",
     "KnowledgeStore",

@@ -12,15 +12,18 @@ import inspect
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 
 from fedtosc.models.outputs import TeacherOutputs
+from fedtosc.registries import CODECS
+
+if TYPE_CHECKING:
+    from fedtosc.config import KnowledgeConfig
 
 __all__ = [
-    "CODECS",
     "FullCodec",
     "Int8EmbeddingCodec",
     "Knowledge",
@@ -104,6 +107,11 @@ class KnowledgeCodec(ABC):
     # Embedding codecs decode to embeddings; their stores also carry the teacher head (HEAD_WEIGHT).
     decodes_embeddings: ClassVar[bool] = False
 
+    @classmethod
+    def from_config(cls, knowledge: KnowledgeConfig) -> KnowledgeCodec:
+        """This codec with the settings it reads from the knowledge config (none by default)."""
+        return cls()
+
     @abstractmethod
     def params(self) -> dict[str, int | float | str]: ...
 
@@ -185,6 +193,10 @@ class TopKCodec(KnowledgeCodec):
         self.k = int(k)
         self.temperature = _check_temperature(temperature)
         self.num_classes = None if num_classes is None else int(num_classes)
+
+    @classmethod
+    def from_config(cls, knowledge: KnowledgeConfig) -> TopKCodec:
+        return cls(k=knowledge.k, temperature=knowledge.temperature)
 
     def params(self) -> dict[str, int | float | str]:
         params: dict[str, int | float | str] = {"k": self.k, "temperature": self.temperature}
@@ -272,6 +284,10 @@ class FullCodec(KnowledgeCodec):
         self.temperature = _check_temperature(temperature)
         self.dtype = dtype
 
+    @classmethod
+    def from_config(cls, knowledge: KnowledgeConfig) -> FullCodec:
+        return cls(temperature=knowledge.temperature)
+
     def params(self) -> dict[str, int | float | str]:
         return {"temperature": self.temperature, "dtype": self.dtype}
 
@@ -355,6 +371,10 @@ class PCAEmbeddingCodec(KnowledgeCodec):
             raise ValueError(f"dim must be >= 1, got {dim}")
         self.dim = int(dim)
 
+    @classmethod
+    def from_config(cls, knowledge: KnowledgeConfig) -> PCAEmbeddingCodec:
+        return cls(dim=knowledge.pca_dim)
+
     def params(self) -> dict[str, int | float | str]:
         return {"dim": self.dim}
 
@@ -400,16 +420,10 @@ class PCAEmbeddingCodec(KnowledgeCodec):
         return mean.astype(np.float64), components.astype(np.float64)
 
 
-CODECS: dict[str, type[KnowledgeCodec]] = {
-    codec.name: codec for codec in (TopKCodec, FullCodec, Int8EmbeddingCodec, PCAEmbeddingCodec)
-}
-
-
 def build_codec(name: str, **params: int | float | str) -> KnowledgeCodec:
-    """The codec registered as `name`, built from `params` (as returned by its `params()`)."""
-    if name not in CODECS:
-        raise ValueError(f"unknown knowledge codec {name!r}; known codecs: {', '.join(sorted(CODECS))}")
-    codec_class = CODECS[name]
+    """The codec registered as `name` (`fedtosc.registries.CODECS`), built from `params` (as
+    returned by its `params()`, e.g. from a store's header)."""
+    codec_class = CODECS.get(name)
     accepted = list(inspect.signature(codec_class).parameters)
     unknown = sorted(set(params) - set(accepted))
     if unknown:

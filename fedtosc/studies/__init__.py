@@ -5,7 +5,7 @@
 results.json files into one CSV and one figure per study.
 """
 
-from fedtosc.studies.sweep import STUDIES, CellOutcome, run_study
+from fedtosc.studies.sweep import CellOutcome, run_study
 from fedtosc.studies.tables import (
     Cell,
     data_efficiency_rows,
@@ -17,7 +17,6 @@ from fedtosc.studies.tables import (
 )
 
 __all__ = [
-    "STUDIES",
     "Cell",
     "CellOutcome",
     "data_efficiency_rows",

@@ -29,12 +29,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from fedtosc.config import ConfigError, config_from_json, config_to_json, default_config_dir, register_schema
 from fedtosc.preflight import check_before_work
+from fedtosc.registries import STUDIES
+from fedtosc.registry import UnknownEntryError
 from fedtosc.results import read_results, write_json_atomic
 
-__all__ = ["CELL_FILE", "STUDIES", "CellOutcome", "cell_name", "run_study"]
+__all__ = ["CELL_FILE", "CellOutcome", "cell_name", "run_study"]
 
-# Command-line name -> conf/study/<file>.yaml
-STUDIES: dict[str, str] = {"data-efficiency": "data_efficiency", "snr-sweep": "snr_sweep"}
 CELL_FILE = "cell.json"  # the cell's axis values, beside the run's own files
 LOG_FILE = "fedtosc.log"
 _MAX_NAME_CHARS = 120
@@ -66,13 +66,14 @@ def cell_name(axes: dict[str, str]) -> str:
 
 
 def run_study(study: str, overrides: list[str], study_dir: Path, centralized: bool = False) -> list[CellOutcome]:
-    """Run every cell of `study` (a key of STUDIES) not already complete under study_dir/cells/.
+    """Run every cell of `study` (a name in fedtosc.registries.STUDIES) not already complete under study_dir/cells/.
 
     Raises ConfigError for an unknown study, a key the schema lacks or a grid Hydra can't compose.
     """
-    if study not in STUDIES:
-        raise ConfigError(f"unknown study {study!r}; known: {sorted(STUDIES)}")
-    conf_name = STUDIES[study]
+    try:
+        conf_name = STUDIES.get(study).conf
+    except UnknownEntryError as error:
+        raise ConfigError(str(error)) from None
     study_dir = study_dir.expanduser().resolve()
     if ":" in str(study_dir):
         raise ConfigError(f"study directory {study_dir} contains ':', which breaks Flower's app path on Ray workers")
