@@ -76,7 +76,7 @@ class _Screening:
         self.sampling_seed = sampling_seed
         self.round_offset = round_offset
         self._reference: dict[str, tuple[tuple[int, ...], str]] = {}
-        self._sampled: list[int] = []
+        self._sampled: list[Message] = []
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         self._reference = {name: (tuple(array.shape), array.dtype) for name, array in arrays.items()}
@@ -86,7 +86,8 @@ class _Screening:
             messages = list(super().configure_train(server_round, arrays, config, _OrderedGrid(grid, self.node_order)))
         finally:
             random.setstate(saved)  # nothing else in the process sees the seeded stream
-        self._sampled = [message.metadata.dst_node_id for message in messages]
+        # The grid gives each message its id when it sends it (these very objects): replies name it.
+        self._sampled = messages
         return messages
 
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -106,9 +107,13 @@ class _Screening:
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         usable, rejected = [], []
-        replies = list(replies)
+        # An error reply for a lost node comes from the SuperLink (src_node_id 1), not from the
+        # node: the message it answers names the node.
+        destination = {message.metadata.message_id: message.metadata.dst_node_id for message in self._sampled}
+        answered = set()
         for reply in replies:
-            node = reply.metadata.src_node_id
+            node = destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+            answered.add(node)
             if reply.has_error():
                 problem = f"client failed: {reply.error.reason.strip().splitlines()[-1][:300]}"
             else:
@@ -118,8 +123,9 @@ class _Screening:
             else:
                 log(WARNING, "round %d: rejected the update of node %d: %s", server_round, node, problem)
                 rejected.append({"node-id": node, "problem": problem})
-        replied = {reply.metadata.src_node_id for reply in replies}
-        rejected += [{"node-id": node, "problem": "no reply (lost or timed out)"} for node in self._sampled if node not in replied]
+        rejected += [
+            {"node-id": node, "problem": "no reply (lost or timed out)"} for node in destination.values() if node not in answered
+        ]
         self.on_screened(server_round, [reply.content for reply in usable], rejected)
         if len(usable) < self.min_successes:
             lost = "; ".join(f"{self.node_label(r['node-id'])}: {r['problem']}" for r in rejected) or "no replies"
