@@ -1,4 +1,4 @@
-"""One self-contained HTML page for run and study directories (design.md: "Results").
+"""One self-contained HTML page for run and study directories (docs/architecture.md, "Conventions").
 
 A run section is drawn from the files every run writes (config.yaml, metrics.jsonl,
 results.json); a study section from study.json and its summary CSV/PNG. Figures are

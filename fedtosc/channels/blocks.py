@@ -1,4 +1,4 @@
-"""The differentiable channel blocks (the "channel" box of design.md): torch and Sionna live here.
+"""The differentiable channel blocks (the "channel" box of docs/architecture.md): torch and Sionna live here.
 
 The student's encoder output is packed into complex symbols, normalized, and sent through one of
 these channels. Noise and Rayleigh coefficients come from Sionna (``sionna.phy.channel``); this

@@ -1,4 +1,4 @@
-"""Teacher knowledge, computed once on the server and reused by every client (design.md).
+"""Teacher knowledge, computed once on the server and reused by every client (docs/architecture.md).
 
 `codecs` compresses the teacher's outputs (top-k soft labels, int8 or PCA embeddings) and
 decodes them back; `store` keeps them in one self-describing safetensors file keyed by dataset

@@ -5,7 +5,7 @@ teacher outputs go to chunk files under `<store>.partial/`, each written atomica
 by the build's provenance (teacher, data, indices, transform, views, chunking), so a rerun
 after a kill computes only the missing chunks and yields the same store as an uninterrupted
 build. At the end it fits and applies the codec, records its fidelity to the full soft labels,
-writes the store atomically and removes the partial folder (design.md: knowledge store).
+writes the store atomically and removes the partial folder (docs/architecture.md: the knowledge store convention).
 
 With `views` = K > 1 the teacher sees K augmented views of every sample (data/views.py),
 drawn once from `view_seed`; the codec encodes all N * K outputs (sample-major) and the store

@@ -1,6 +1,6 @@
 """Knowledge codecs: compress a teacher's outputs once on the server, decode them on clients.
 
-design.md has the teacher run ONCE over the distillation set; a codec decides what of its
+docs/architecture.md has the teacher run ONCE over the distillation set; a codec decides what of its
 outputs is kept (top-k soft labels, quantized or PCA-projected embeddings) and at what
 precision. `encode` gives per-sample arrays (first dim N, keyed by the store's dataset index),
 `fit` gives shared arrays (e.g. a PCA basis); both are plain numpy so the store can write them.

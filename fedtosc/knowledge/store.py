@@ -1,6 +1,6 @@
 """The on-disk knowledge store: one self-describing safetensors file per teacher x dataset x codec.
 
-Per design.md the server writes it once and every load checks what it is (teacher id, dataset
+Per docs/architecture.md ("Conventions") the server writes it once and every load checks what it is (teacher id, dataset
 fingerprint, transform, codec and parameters, format version), so a mismatch is an error rather
 than silent garbage. Rows are keyed by dataset index, so a client's slice is read lazily, and
 `export_slice`/`import_slice` ship a slice as plain arrays plus a str->str header.
