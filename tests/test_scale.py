@@ -1,4 +1,4 @@
-"""Scale: a 100-client Flower simulation fits a 2-core machine, finishes, and keeps memory bounded."""
+"""Scale: a 100-client Flower simulation fits a 2-core machine, finishes, and its memory does not grow with the clients."""
 
 import json
 import os
@@ -12,14 +12,14 @@ from fedtosc.results import read_results
 
 pytestmark = pytest.mark.slow
 
-# Measured: 100 clients, 1 round peaked at about 5.1 GiB of summed RSS (pytest + SuperLink,
-# SuperExec, Ray daemons and two actors; shared libraries counted once per process). Ray reuses
-# its two actors for every node, so memory must not grow with the number of clients.
-_PEAK_RSS_BOUND_BYTES = 8 * 2**30
+# Ray reuses its two actors for every node, so memory must not grow with the number of clients:
+# 100 clients are held to a bound relative to 10 clients on the same machine, measured in the same
+# test (an absolute bound would flake with whatever else the machine runs).
+_GROWTH_BOUND = 1.5
 
 
-def test_hundred_clients_one_round_finish_with_bounded_memory(tmp_path):
-    run_dir = tmp_path / "run"
+def _run_with_peak_memory(tmp_path, num_clients):
+    run_dir = tmp_path / f"run-{num_clients}"
     overrides = [
         "run",
         f"output_dir={run_dir}",
@@ -27,8 +27,8 @@ def test_hundred_clients_one_round_finish_with_bounded_memory(tmp_path):
         f"knowledge.cache_dir={tmp_path / 'knowledge'}",
         "teacher.epochs=1",
         "teacher.width=16",
-        "dataset.server_fraction=0.3",  # 943 client samples: 9 or 10 per client
-        "federation.num_clients=100",
+        "dataset.server_fraction=0.3",  # 943 client samples: 9 or 10 per client at 100 clients
+        f"federation.num_clients={num_clients}",
         "federation.rounds=1",
         "train.local_epochs=1",
         "channel.clients='awgn:0~20'",
@@ -37,6 +37,14 @@ def test_hundred_clients_one_round_finish_with_bounded_memory(tmp_path):
     ]
     with PeakMemorySampler(os.getpid(), str(run_dir / ".flwr")) as memory:
         assert main(overrides) == 0
+    assert memory.peak_processes > 3  # the sampler saw the federation, not only pytest
+    assert processes_with_env("FLWR_HOME", str(run_dir / ".flwr")) == []
+    return run_dir, memory.peak_rss_bytes
+
+
+def test_hundred_clients_one_round_finish_and_memory_does_not_grow_with_clients(tmp_path):
+    _, ten_clients_rss = _run_with_peak_memory(tmp_path, 10)
+    run_dir, hundred_clients_rss = _run_with_peak_memory(tmp_path, 100)
 
     results = read_results(run_dir)
     assert results["federation"]["num_clients"] == 100
@@ -45,6 +53,4 @@ def test_hundred_clients_one_round_finish_with_bounded_memory(tmp_path):
     assert len(rounds) == 1
     assert sorted(client["partition-id"] for client in rounds[0]["clients"]) == list(range(100))
     assert all(client["num-examples"] > 0 for client in rounds[0]["clients"])
-    assert memory.peak_processes > 3  # the sampler saw the federation, not only pytest
-    assert 0 < memory.peak_rss_bytes < _PEAK_RSS_BOUND_BYTES
-    assert processes_with_env("FLWR_HOME", str(run_dir / ".flwr")) == []
+    assert 0 < hundred_clients_rss < _GROWTH_BOUND * ten_clients_rss
