@@ -61,15 +61,9 @@ def _build(args: argparse.Namespace) -> int:
         print(f"fedtosc: knowledge.mode={config.knowledge.mode} uses no pre-stored knowledge; nothing to build",
               file=sys.stderr)
         return 2
-    import torch
+    from fedtosc.experiment import prepare_experiment
 
-    from fedtosc.experiment import ensure_knowledge, load_experiment, load_teacher, resolve_device
-
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
-    experiment = load_experiment(config)
-    teacher = load_teacher(experiment, device)
-    store = ensure_knowledge(experiment, teacher, device)
+    _, _, store = prepare_experiment(config)
     _print_description(describe_store(store))
     return 0
 
