@@ -22,9 +22,11 @@ class UnknownEntryError(ValueError):
 class Registry:
     """The entries of one family, known by name. `key` is the config key that selects one."""
 
-    def __init__(self, key: str, entries: dict[str, str]) -> None:
+    def __init__(self, key: str, entries: dict[str, str], parameters: dict[str, dict[str, type]] | None = None) -> None:
         self.key = key
         self._entries: dict[str, str | Any] = dict(entries)
+        # Per entry, the typed parameters a config may give it (name -> type), known without importing it.
+        self._parameters: dict[str, dict[str, type]] = dict(parameters or {})
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)
@@ -32,14 +34,21 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
-    def register(self, name: str, builder: str | Any) -> None:
-        """Add `name`: an import path "package.module:attribute", or the builder itself."""
+    def register(self, name: str, builder: str | Any, parameters: dict[str, type] | None = None) -> None:
+        """Add `name`: an import path "package.module:attribute", or the builder itself, with the
+        typed parameters a config may give it (e.g. `{"spread": float}`)."""
         if name in self._entries:
             raise ValueError(f"{self.key}: {name!r} is already registered")
         self._entries[name] = builder
+        self._parameters[name] = dict(parameters or {})
 
     def unregister(self, name: str) -> None:
         del self._entries[name]
+        self._parameters.pop(name, None)
+
+    def parameters(self, name: str) -> dict[str, type]:
+        """The typed parameters entry `name` takes beyond what its whole family shares."""
+        return dict(self._parameters.get(self.check(name), {}))
 
     def check(self, name: str) -> str:
         """`name`, or UnknownEntryError naming the key, the value and the known names."""

@@ -76,7 +76,7 @@ def finish_run(
         "evaluation": {
             # Where the links came from: an explicit list, or the clients' own links (eval_channels=null).
             "source": "channel.clients" if config.channel.eval_channels is None else "channel.eval_channels",
-            "links": [{"label": link.describe(), **dataclasses.asdict(link)} for link in links],
+            "links": [{"label": link.describe(), **dataclasses.asdict(link), "params": dict(link.params)} for link in links],
             "snr_db": [float(snr_db) for snr_db in config.channel.eval_snr_db],
         },
         "accuracy_vs_snr": accuracy,

@@ -34,20 +34,27 @@ def test_an_unregistered_channel_is_refused_listing_the_registered_ones() -> Non
         load_config(["channel.clients='phase_drift:10'"])
 
 
+def test_the_documented_channel_takes_only_the_parameters_it_declared(phase_drift) -> None:  # noqa: ANN001
+    profile = load_config(["channel.clients='phase_drift:10:spread=0.25'"]).channel
+    assert "spread=0.25" in profile.clients
+    with pytest.raises(ConfigError, match=r"unexpected option 'k=5'.*phase_drift also takes \['spread'\]"):
+        load_config(["channel.clients='phase_drift:10:k=5'"])
+
+
 @pytest.mark.slow  # trains a teacher and a student: about 20 s on an idle machine
 def test_the_documented_channel_registers_trains_and_evaluates_end_to_end(phase_drift, tmp_path: Path) -> None:  # noqa: ANN001
     run_dir = tmp_path / "run"
     code = main([
         "train", f"output_dir={run_dir}", f"teacher.cache_dir={tmp_path}/t", f"knowledge.cache_dir={tmp_path}/k",
         "federation.rounds=3", "train.local_epochs=2", "federation.num_clients=2",
-        "channel.clients='phase_drift:10,phase_drift:0~20:csi=none'",
+        "channel.clients='phase_drift:10:spread=0.5,phase_drift:0~20:csi=none'",
         "channel.eval_channels=[phase_drift,'phase_drift:csi=none']", "channel.eval_snr_db=[20]",
     ])
     assert code == 0
     results = json.loads((run_dir / "results.json").read_text())
     assert set(results["accuracy_vs_snr"]) == {"phase_drift", "phase_drift[csi=none]"}
     assert results["federation"]["client_channel_profiles"] == {
-        "0": "phase_drift@10dB", "1": "phase_drift[csi=none]@uniform(0,20)dB",
+        "0": "phase_drift(spread=0.5)@10dB", "1": "phase_drift[csi=none]@uniform(0,20)dB",
     }
     # With CSI the receiver undoes the rotation; without it, a random phase scrambles the symbols.
     accuracy = results["accuracy_vs_snr"]

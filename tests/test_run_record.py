@@ -93,8 +93,8 @@ def test_centralized_epoch_lines_move_no_bytes_and_results_say_centralized(tmp_p
     assert results["evaluation"] == {
         "source": "channel.eval_channels",
         "links": [
-            {"label": "awgn", "channel": "awgn", "k_factor": 3.0, "csi": "perfect"},
-            {"label": "rayleigh", "channel": "rayleigh", "k_factor": 3.0, "csi": "perfect"},
+            {"label": "awgn", "channel": "awgn", "k_factor": 3.0, "csi": "perfect", "params": {}},
+            {"label": "rayleigh", "channel": "rayleigh", "k_factor": 3.0, "csi": "perfect", "params": {}},
         ],
         "snr_db": config.channel.eval_snr_db,
     }

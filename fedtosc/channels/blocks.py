@@ -278,14 +278,18 @@ class RicianChannel(Channel):
 
 
 def build_channel(
-    name: str, *, csi: str = "perfect", k_factor: float = 3.0, block_length: int | None = None
+    name: str, *, csi: str = "perfect", k_factor: float = 3.0, block_length: int | None = None, **params: float
 ) -> Channel:
     """The channel registered as ``name`` (``fedtosc.registries.CHANNELS``), given the link
-    settings its constructor accepts: AWGN takes none, Rayleigh ``csi`` and ``block_length``,
-    Rician ``k_factor`` too. ``csi`` is checked for every name."""
+    settings its constructor accepts (AWGN takes none, Rayleigh ``csi`` and ``block_length``,
+    Rician ``k_factor`` too) and its own ``params`` as its registry entry declares them.
+    ``csi`` is checked for every name."""
     check_csi(csi)
     _check_block_length(block_length)
     channel_class = CHANNELS.get(name)
+    undeclared = sorted(set(params) - set(CHANNELS.parameters(name)))
+    if undeclared:
+        raise ValueError(f"channel {name!r} takes no parameter {undeclared}")
     settings = {"csi": csi, "k_factor": k_factor, "block_length": block_length}
     accepted = inspect.signature(channel_class).parameters
-    return channel_class(**{key: value for key, value in settings.items() if key in accepted})
+    return channel_class(**{key: value for key, value in settings.items() if key in accepted}, **params)

@@ -19,11 +19,12 @@ if TYPE_CHECKING:  # annotations only: the config module (and Hydra) stays out o
 
 __all__ = ["client_profiles", "eval_links", "parse_channel_profiles", "parse_eval_link"]
 
-_OPTION_FORMS = "[:k=<K>][:csi=perfect|none]"
+_OPTION_FORMS = "[:k=<K>][:csi=perfect|none][:<parameter>=<value>]"
 _PROFILE_FORMS = (
     f"accepted forms: '<channel>:<snr>{_OPTION_FORMS}' with <channel> a registered channel "
     "(fedtosc.registries.CHANNELS) and <snr> one of '10' (fixed), '0~20' (uniform per sample), "
-    "'gm(10,3,0.9)' (Gauss-Markov mean,std,rho per round); k only for rician; an option left out "
+    "'gm(10,3,0.9)' (Gauss-Markov mean,std,rho per round); k only for rician, other parameters as the "
+    "channel's registry entry declares them; an option left out "
     "takes channel.k_factor / channel.csi; e.g. 'awgn:0,rayleigh:0~20,rician:10:k=5'"
 )
 _EVAL_FORMS = (
@@ -43,21 +44,30 @@ def _parse_link(entry: str, channel: str, options: list[str], csi: str, k_factor
     """The link of one entry: its ``k=``/``csi=`` options over the defaults ``csi``/``k_factor``."""
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r} in entry {entry!r}; known: {list(CHANNELS.names())}; {forms}")
+    declared = CHANNELS.parameters(channel)
+    params: list[tuple[str, float]] = []
     for option in options:
         key, sep, value = option.partition("=")
         if key == "k" and sep and channel == "rician":
-            try:
-                k_factor = float(value)
-            except ValueError:
-                raise ValueError(f"malformed k in entry {entry!r}; {forms}") from None
+            k_factor = _number(value, "k", entry, forms)
         elif key == "csi" and sep:
             csi = value
+        elif key in declared and sep:
+            params.append((key, declared[key](_number(value, key, entry, forms))))
         else:
-            raise ValueError(f"unexpected option {option!r} in entry {entry!r}; {forms}")
+            takes = f"; {channel} also takes {sorted(declared)}" if declared else ""
+            raise ValueError(f"unexpected option {option!r} in entry {entry!r}{takes}; {forms}")
     try:
-        return EvalLink(channel, k_factor, csi)
+        return EvalLink(channel, k_factor, csi, tuple(params))
     except ValueError as error:
         raise ValueError(f"invalid entry {entry!r}: {error}; {forms}") from None
+
+
+def _number(value: str, key: str, entry: str, forms: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"malformed {key} in entry {entry!r}; {forms}") from None
 
 
 def _parse_profile_entry(entry: str, seed: int, csi: str, k_factor: float) -> ChannelProfile:
@@ -66,7 +76,9 @@ def _parse_profile_entry(entry: str, seed: int, csi: str, k_factor: float) -> Ch
         raise ValueError(f"malformed channel entry {entry!r}; {_PROFILE_FORMS}")
     snr_text = parts[1].replace(" ", "")
     link = _parse_link(entry, parts[0].lower(), parts[2:], csi, k_factor, _PROFILE_FORMS)
-    fields: dict[str, object] = {"channel": link.channel, "k_factor": link.k_factor, "csi": link.csi, "seed": seed}
+    fields: dict[str, object] = {
+        "channel": link.channel, "k_factor": link.k_factor, "csi": link.csi, "params": link.params, "seed": seed,
+    }
     if (match := _UNIFORM_RE.match(snr_text)) is not None:
         fields.update(snr="uniform", snr_low_db=float(match[1]), snr_high_db=float(match[2]))
         fields["snr_db"] = (float(match[1]) + float(match[2])) / 2

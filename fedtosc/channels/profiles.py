@@ -36,21 +36,30 @@ class EvalLink:
     channel: str
     k_factor: float = 3.0
     csi: str = "perfect"
+    # The channel's own parameters beyond K and CSI, as its registry entry declares them: (name, value)
+    params: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
-        CHANNELS.check(self.channel)
+        declared = CHANNELS.parameters(self.channel)
         check_csi(self.csi)
         check_k_factor(self.k_factor)
+        undeclared = sorted(name for name, _ in self.params if name not in declared)
+        if undeclared:
+            raise ValueError(f"channel {self.channel!r} takes no parameter {undeclared}; it takes {sorted(declared) or 'none'}")
 
     def make_channel(self, block_length: int | None = None) -> Channel:
         """The channel block of this link."""
         from fedtosc.channels.blocks import build_channel
 
-        return build_channel(self.channel, csi=self.csi, k_factor=self.k_factor, block_length=block_length)
+        return build_channel(
+            self.channel, csi=self.csi, k_factor=self.k_factor, block_length=block_length, **dict(self.params)
+        )
 
     def describe(self) -> str:
         """Short label, e.g. ``awgn``, ``rayleigh[csi=none]``, ``rician(k=5)``: a results key."""
         label = f"rician(k={self.k_factor:g})" if self.channel == "rician" else self.channel
+        if self.params:
+            label += "(" + ",".join(f"{name}={value:g}" for name, value in self.params) + ")"
         # AWGN has nothing to equalize; every other (registered) channel fades, so CSI matters.
         if self.csi != "perfect" and self.channel != "awgn":
             label += f"[csi={self.csi}]"
@@ -78,9 +87,10 @@ class ChannelProfile:
     k_factor: float = 3.0
     csi: str = "perfect"
     seed: int = 0
+    params: tuple[tuple[str, float], ...] = ()  # the channel's own parameters (see EvalLink)
 
     def __post_init__(self) -> None:
-        self.link()  # checks channel, csi and k_factor
+        self.link()  # checks channel, csi, k_factor and params
         if self.snr not in SNR_KINDS:
             raise ValueError(f"unknown snr kind {self.snr!r}; known: {list(SNR_KINDS)}")
         check_snr_db(self.snr_db)
@@ -96,7 +106,7 @@ class ChannelProfile:
 
     def link(self) -> EvalLink:
         """This client's link (channel, K, CSI) without its SNR behaviour."""
-        return EvalLink(self.channel, self.k_factor, self.csi)
+        return EvalLink(self.channel, self.k_factor, self.csi, self.params)
 
     def gauss_markov_snr_db(self, server_round: int) -> float:
         """The Gauss-Markov SNR of ``server_round`` (round 0 is the mean), deterministic per seed."""
