@@ -10,8 +10,6 @@ and mtimes, so the JPEGs are decoded once, and again only after a file changes.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from fedtosc.atomic_write import atomic_path
 from fedtosc.config import DatasetConfig
 from fedtosc.data.catalog import TORCHVISION_DATASETS, DatasetError, image_folder_classes, require_root
 from fedtosc.registries import DATASETS
@@ -149,15 +148,8 @@ def _read_cached(path: Path, num_images: int) -> np.ndarray | None:
 
 
 def _save_atomic(path: Path, images: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.save(stream, images, allow_pickle=False)
-        os.replace(temp_name, path)  # readers see the whole array or none
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp, temp.open("wb") as stream:  # readers see the whole array or none
+        np.save(stream, images, allow_pickle=False)
 
 
 def _decode_images(paths: list[Path], split_dir: Path) -> np.ndarray:
