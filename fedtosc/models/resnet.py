@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -32,6 +30,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
+from fedtosc.atomic_write import atomic_path
 from fedtosc.config import TeacherConfig
 from fedtosc.data.datasets import DataSplits, ImageDataset
 from fedtosc.models.outputs import TeacherOutputs
@@ -254,14 +253,8 @@ def train_checkpoint(
         train_seconds=round(train_seconds, 1),
         fingerprint=tensor_fingerprint(tensors),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(handle)
-    try:
-        save_file(tensors, partial, metadata=info.to_metadata())
-        os.replace(partial, path)  # atomic: a crash never leaves a half-written checkpoint under the real name
-    finally:
-        Path(partial).unlink(missing_ok=True)
+    with atomic_path(path) as temp:  # a crash never leaves a half-written checkpoint under the real name
+        save_file(tensors, str(temp), metadata=info.to_metadata())
     return info
 
 
