@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test clean
+.PHONY: run test test-fast clean
 
 $(INSTALLED): pyproject.toml
 	python3 -m venv $(VENV)
@@ -16,6 +16,10 @@ run: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(PYTHON) -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
+
+# The inner loop: everything but the tests marked slow (Flower, Ray, deployments, training runs).
+test-fast: $(INSTALLED)
+	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .flwr_home
