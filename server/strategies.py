@@ -31,6 +31,7 @@ def make_strategy(
     aggregated in (by partition) and names them in errors; `round_offset` is the rounds a resumed
     run already did."""
     federation = config.federation
+    required = min_successes(config)
     common = {
         "fraction_train": federation.fraction_train,
         # The server evaluates the global student centrally over the SNR sweep instead.
@@ -38,10 +39,10 @@ def make_strategy(
         # Flower samples max(fraction x connected, min_train_nodes) and waits, with no time limit,
         # for that many connected nodes: keeping both minimums at min_successes lets a run go on
         # after a node dies instead of hanging.
-        "min_train_nodes": min_successes(config),
-        "min_available_nodes": min_successes(config),
+        "min_train_nodes": required,
+        "min_available_nodes": required,
         "weighted_by_key": AGGREGATION_WEIGHT_KEY if config.strategy.snr_aware else "num-examples",
-        "min_successes": min_successes(config),
+        "min_successes": required,
         "on_screened": on_screened,
         "node_order": _partition_order(nodes or {}),
         "node_label": _node_label(nodes or {}),

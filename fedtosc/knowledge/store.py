@@ -322,15 +322,15 @@ class KnowledgeStore:
             ) from error
         header = _parse_header(metadata, source, _REBUILD)
         _check_expected(header, expect or {}, source)
-        problem = digest_problem({name: handle.get_tensor(name) for name in handle.keys()}, metadata)
+        # Read once: the digest check needs every byte, and the index and shared arrays come from the same read.
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        problem = digest_problem(tensors, metadata)
         if problem is not None:
             raise KnowledgeStoreError(f"{source}: {problem}. {_REBUILD}")
-        shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
-        _check_layout(header, shapes, source, _REBUILD)
-        index = handle.get_tensor(_INDEX_KEY)
+        _check_layout(header, {name: array.shape for name, array in tensors.items()}, source, _REBUILD)
+        index = tensors[_INDEX_KEY]
         _check_index(index, source, _REBUILD)
-        shared_names = [name for name in shapes if name.startswith(_SHARED_PREFIX)]
-        shared = _strip(_SHARED_PREFIX, {name: handle.get_tensor(name) for name in shared_names})
+        shared = _strip(_SHARED_PREFIX, tensors)
         store = cls(path, handle, header, index, shared)
         _check_decodes(store.codec(), header.views, store.slice(index[:1]), shared, source, _REBUILD)
         return store

@@ -22,7 +22,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fedtosc.channels import Channel, complex_to_real, normalize_power, real_to_complex, validate_snr_db
+from fedtosc.channels import (
+    SNR_DB_LIMITS,
+    Channel,
+    complex_to_real,
+    normalize_power,
+    real_to_complex,
+    validate_snr_db,
+)
 from fedtosc.config import StudentConfig
 
 __all__ = ["RateController", "SNRGate", "SemanticEncoder", "StudentCodec", "StudentOutput", "build_student"]
@@ -31,9 +38,9 @@ __all__ = ["RateController", "SNRGate", "SemanticEncoder", "StudentCodec", "Stud
 _SNR_SCALE_DB = 20.0
 # Keeps exp(logvar) finite; wider than any variance the rate term lets the head reach.
 _LOGVAR_LIMIT = 10.0
-# The receiver's per-symbol SNR feature is clipped here: a deep fade (|h|^2 -> 0) would otherwise
-# give an unbounded negative input, and below -30 dB a symbol carries nothing anyway.
-_RX_SNR_FLOOR_DB = -30.0
+# The receiver's per-symbol SNR feature is clipped to the channels' lowest SNR: a deep fade
+# (|h|^2 -> 0) would otherwise give an unbounded negative input, and a symbol below it carries nothing.
+_RX_SNR_FLOOR_DB = SNR_DB_LIMITS[0]
 # The controller starts by sending almost everything (sigmoid(3) = 0.95 of the range above the floor),
 # so early training is not starved of symbols before the task has shaped the encoder.
 _CONTROLLER_INITIAL_LOGIT = 3.0
