@@ -64,12 +64,20 @@ class DataSplits:
 
 def load_dataset(config: DatasetConfig, seed: int = 0) -> DataSplits:
     """Load the dataset `dataset.name` names (`fedtosc.registries.DATASETS`) as train/test splits,
-    capped by max_*_samples."""
+    capped by max_*_samples.
+
+    The caps are drawn from fixed seeds, not the experiment's: they decide which images the
+    dataset has, so every seed shares one teacher store and one test set (paired comparisons
+    pool the same images over seeds); the experiment seed decides who holds what.
+    """
     splits = DATASETS.get(config.name)(config, seed)
     return DataSplits(
-        train=_cap(splits.train, config.max_train_samples, seed),
-        test=_cap(splits.test, config.max_test_samples, seed + 1),
+        train=_cap(splits.train, config.max_train_samples, _TRAIN_CAP_SEED),
+        test=_cap(splits.test, config.max_test_samples, _TEST_CAP_SEED),
     )
+
+
+_TRAIN_CAP_SEED, _TEST_CAP_SEED = 0, 1
 
 
 def _cap(dataset: ImageDataset, max_samples: int | None, seed: int) -> ImageDataset:
