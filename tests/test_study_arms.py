@@ -199,7 +199,7 @@ def test_bandwidth_study_runs_full_then_its_fixed_rate_partner_on_digits(tmp_pat
 
 @pytest.mark.slow
 def test_snr_mismatch_study_runs_on_digits(tmp_path: Path, tiny: list[str]) -> None:
-    overrides = ["arm=full,specialist_awgn_5dB", "seed=0", "channel.clients=awgn:-5~20,rayleigh:-5~20",
+    overrides = ["arm=full,specialist_awgn_5dB", "seed=0", "channel.clients='awgn:-5~20,rayleigh:-5~20'",
                  "channel.eval_snr_db=[0.0,10.0]", *tiny]
     rows, study = _study("snr-mismatch", tmp_path, overrides)
     full_awgn = [row for row in rows if row["arm"] == "full" and row["channel"] == "awgn"]
