@@ -81,6 +81,15 @@ def test_data_efficiency_averages_seeds_per_method_profile_and_fraction(tmp_path
     assert "difference" not in row  # the difference sits on the full row only
 
 
+def test_data_efficiency_pairs_only_the_seeds_both_methods_have_finished(tmp_path: Path) -> None:
+    cells = [
+        _cell(tmp_path, {"method": method, "seed": str(seed)}, method=method, seed=seed, accuracy=accuracy)
+        for method, accuracy, seeds in (("full", 0.8, (0, 1)), ("labels_only", 0.6, (1,))) for seed in seeds
+    ]
+    full = next(row for row in data_efficiency_rows(load_cells(cells), "awgn", 10.0) if row["method"] == "full")
+    assert full["num_seeds"] == 2 and full["paired_seeds"] == "1" and full["difference"] == pytest.approx(0.2)
+
+
 def _efficiency_cells(cells_dir: Path, curves: dict[str, dict[float, float]]) -> list[Path]:
     return [
         _cell(cells_dir, {"method": method, "dataset.label_fraction": str(fraction), "seed": "0"},

@@ -50,12 +50,12 @@ def bandwidth_rows(cells: list[Cell], channel: str, snr_db: float) -> list[dict[
     rows = []
     for width, members in full_by_width.items():
         row = _row("full", width, members, channel, snr_db)
-        partners = [fixed.get((int(c.config["seed"]), fixed_rate_uses(c))) for c in members]
-        paired = all(partners)  # the follow-up has run for every seed of this width
-        if paired:
+        # The fixed-rate cells the follow-up derived from these (those that have finished).
+        partners = [p for c in members if (p := fixed.get((int(c.config["seed"]), fixed_rate_uses(c)))) is not None]
+        if partners:
             row.update(paired_columns(members, partners, "fixed_rate", channel, snr_db))
         rows.append(row)
-        if paired:
+        if partners:
             rows.append(_row("fixed_rate", width, partners, channel, snr_db))
     for width, members in _by_width(arms.get("no_ib", [])).items():
         row = _row("no_ib", width, members, channel, snr_db)

@@ -72,12 +72,17 @@ class Cell:
 
 
 def paired_columns(this: list[Cell], other: list[Cell], other_name: str, channel: str, snr_db: float) -> dict[str, Any]:
-    """`paired_with` = other_name and `difference[_low|_high|_p]`: accuracy of `this` − `other`,
-    paired per test image and seed (`fedtosc.studies.paired`)."""
+    """`paired_with` = other_name, `paired_seeds`, and `difference[_low|_high|_p]`: accuracy of
+    `this` − `other`, paired per test image over the seeds both have (`fedtosc.studies.paired`);
+    no columns when they share no seed. A grid finished in parts pairs what has landed."""
+    seeds = {int(cell.config["seed"]) for cell in this} & {int(cell.config["seed"]) for cell in other}
+    if not seeds:
+        return {}
+    this, other = ([cell for cell in cells if int(cell.config["seed"]) in seeds] for cells in (this, other))
     difference = paired_difference(
         [cell.outcomes_at(channel, snr_db) for cell in this], [cell.outcomes_at(channel, snr_db) for cell in other]
     )
-    return {"paired_with": other_name, **difference.columns("difference")}
+    return {"paired_with": other_name, "paired_seeds": ";".join(map(str, sorted(seeds))), **difference.columns("difference")}
 
 
 def cells_by_arm(cells: list[Cell]) -> dict[str, list[Cell]]:
