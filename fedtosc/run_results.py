@@ -19,6 +19,7 @@ from fedtosc.federation.weighting import nominal_snr_db
 from fedtosc.knowledge.codecs import HEAD_BIAS, HEAD_WEIGHT
 from fedtosc.knowledge.store import KnowledgeStore
 from fedtosc.models.student import StudentCodec
+from fedtosc.outcomes import write_outcomes
 from fedtosc.results import plot_accuracy_vs_snr, plot_channel_uses, write_json_atomic
 
 __all__ = ["finish_run"]
@@ -36,13 +37,15 @@ def finish_run(
     mode: str,
     started: float,
 ) -> dict:
-    """Sweep the final student; write student.safetensors, results.json and the plots; return the results.
+    """Sweep the final student; write student.safetensors, outcomes.safetensors, results.json and the
+    plots; return the results.
 
     `nodes`: node id -> {"partition-id", "channel-profile"}; `knowledge_bytes`: the broadcast's
     size; `mode`: federated | centralized; `started`: `time.perf_counter()` when training began.
     """
     config = experiment.config
-    links, accuracy, channel_uses = evaluator.sweep(student)
+    links, accuracy, channel_uses, correct = evaluator.sweep(student)
+    write_outcomes(run_dir, config.seed, experiment.splits.test.dataset_indices, correct)
     save_file({k: v.contiguous().cpu() for k, v in student.state_dict().items()}, str(run_dir / "student.safetensors"))
     header = store.header
     results = {
