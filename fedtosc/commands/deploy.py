@@ -161,7 +161,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{'resuming run' if resuming else 'run directory'}: {run_dir}")
     exit_code = flwr_run(project_root(), cli_home, _SUPERLINK_NAME, run_dir, resume=resuming)
     if exit_code != 0 or not (run_dir / "results.json").is_file():
-        log_hint = f"the SuperLink's log (`flwr run` exited with code {exit_code})"
+        log_hint = "the SuperLink's log"
+        if exit_code != 0:  # what `flwr run` does when the SuperLink goes away mid-run
+            log_hint += f"; `flwr run` exited with code {exit_code}: was the SuperLink stopped or restarted?"
         raise FederationLaunchError(describe_ended_run(run_dir, log_hint, "fedtosc deploy run"))
     print_summary(read_results(run_dir), run_dir)
     return 0
