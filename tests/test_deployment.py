@@ -262,7 +262,7 @@ def _start_three_nodes(federation: Federation) -> None:
 def test_three_supernodes_over_tls_run_two_rounds_and_leave_no_process(federation: Federation, shared_tmp: Path) -> None:
     _start_three_nodes(federation)
     run_dir = federation.root / "run"
-    subprocess.run([*FEDTOSC, "deploy", "prepare", *_overrides(shared_tmp, run_dir, "federation.round_timeout_s=180")],
+    subprocess.run([*FEDTOSC, "deploy", "prepare", *_overrides(shared_tmp, run_dir)],
                    cwd=PROJECT_ROOT, env=_test_env(federation.root), check=True)
     cli_home = federation.home("cli")  # written by `fedtosc deploy register`: TLS, trusting our CA
     assert "root-certificates" in (cli_home / "config.toml").read_text()
