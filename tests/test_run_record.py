@@ -20,6 +20,10 @@ from fedtosc.outcomes import outcome_key, read_outcomes
 from fedtosc.run_results import finish_run
 from server.round_traffic import RoundTraffic
 
+# Its module fixture builds a teacher: under pytest-xdist (`make test`) the module stays on one
+# worker, so that happens once.
+pytestmark = pytest.mark.xdist_group("test_run_record")
+
 _CPU = torch.device("cpu")
 
 

@@ -37,6 +37,10 @@ from fedtosc.models.resnet import (
 )
 from fedtosc.models.teachers import TeacherError, predict
 
+# Its module fixture builds a teacher: under pytest-xdist (`make test`) the module stays on one
+# worker, so that happens once.
+pytestmark = pytest.mark.xdist_group("test_teacher_train")
+
 _ROOT = Path(__file__).resolve().parents[1]
 _SHIPPED = _ROOT / "teachers" / "resnet20-cifar10.safetensors"
 _COLOURS = {"blue": (40, 60, 200), "green": (50, 180, 60), "red": (200, 50, 40)}

@@ -32,6 +32,10 @@ from fedtosc.models.teachers import (
     predict,
 )
 
+# Its module fixture builds a teacher: under pytest-xdist (`make test`) the module stays on one
+# worker, so that happens once.
+pytestmark = pytest.mark.xdist_group("test_teachers")
+
 _TINY_MODEL = "fedtosc-test-tiny-vit"
 _TINY_CONFIG = {
     "embed_dim": 32,
