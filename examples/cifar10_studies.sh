@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The four federated CIFAR-10 studies at the committed budget (issue "Evidence"), one command each.
+# Each is resumable: a rerun skips finished cells, so run them in parts and commit what landed.
+#
+#   bash examples/cifar10_studies.sh data-efficiency     # or snr-mismatch | bandwidth | knowledge-rate | all
+#
+# The budget, the same for every cell of every study:
+#   - the shipped ResNet-20 teacher (teachers/resnet20-cifar10.safetensors, trained on the whole
+#     training split); no server share (server_fraction=0), so one knowledge store serves every seed;
+#   - 4 clients, Dirichlet(0.5) over 4,000 training images (about 1,000 each), 2,000 test images,
+#     both drawn once from fixed seeds (the same images for every seed and arm);
+#   - 10 rounds of 2 local epochs, batch 32.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FEDTOSC=${FEDTOSC:-.venv/bin/fedtosc}
+BUDGET=(
+  dataset=cifar10_folder "dataset.root=${CIFAR10_ROOT:-~/.cache/fedtosc/cifar10}" teacher=resnet_cifar
+  dataset.server_fraction=0 dataset.max_train_samples=4000 dataset.max_test_samples=2000
+  federation.num_clients=4 federation.partitioner=dirichlet federation.dirichlet_alpha=0.5
+  federation.rounds=10 train.local_epochs=2
+)
+OUT=results/studies
+
+study() {  # study <name> [extra overrides...]
+  local name=$1
+  shift
+  "$FEDTOSC" study "$name" "${BUDGET[@]}" "$@" --output "$OUT/$name${SUFFIX:-}"
+}
+
+case "${1:-all}" in
+  data-efficiency)
+    study data-efficiency
+    SUFFIX=-online-kd study data-efficiency method=online_kd dataset.label_fraction=0.1 ;;
+  snr-mismatch) study snr-mismatch ;;
+  bandwidth) study bandwidth ;;
+  knowledge-rate) study knowledge-rate ;;
+  all)
+    for name in data-efficiency snr-mismatch bandwidth knowledge-rate; do bash "$0" "$name"; done ;;
+  *) echo "unknown study '$1': data-efficiency | snr-mismatch | bandwidth | knowledge-rate | all" >&2; exit 2 ;;
+esac
