@@ -61,6 +61,11 @@ class DatasetConfig:
     max_test_samples: int | None = None
     cache_dir: str | None = "~/.cache/fedtosc/datasets"  # decoded image-folder arrays; null disables the cache
 
+    def __post_init__(self) -> None:
+        # Resolved where the config is built: simulated nodes run from Flower's app copy, not this directory.
+        if self.node_root:
+            self.node_root = str(Path(self.node_root).expanduser().resolve())
+
 
 @dataclass
 class TeacherConfig:

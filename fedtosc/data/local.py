@@ -27,7 +27,7 @@ from fedtosc.data.catalog import DatasetError
 
 __all__ = [
     "IMAGE_SUFFIXES", "LABELS_CSV", "UNLABELLED", "NodeDataError", "NodeSamples", "decode_image",
-    "read_node_data", "resolve_node_data", "sample_digests",
+    "read_node_data", "resolve_node_data", "sample_digests", "write_node_folder",
 ]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -131,6 +131,21 @@ def sample_digests(images: np.ndarray) -> np.ndarray:
     """sha256 of each sample's uint8 [C, H, W] bytes: uint8 [N, 32], the key digest delivery looks up."""
     contiguous = np.ascontiguousarray(images, dtype=np.uint8)
     return np.array([np.frombuffer(hashlib.sha256(row.tobytes()).digest(), np.uint8) for row in contiguous]).reshape(-1, 32)
+
+
+def write_node_folder(folder: Path, images: np.ndarray, labels: Sequence[str]) -> int:
+    """Write uint8 [N, C, H, W] samples as a flat folder of PNGs (lossless: read back byte for byte,
+    so sample digests match) plus a labels.csv of the labelled ones ("" = unlabelled); returns N."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for row, (pixels, label) in enumerate(zip(images, labels)):
+        name = f"{row:06d}.png"
+        Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)).save(folder / name)
+        if label:
+            rows.append((name, label))
+    with (folder / LABELS_CSV).open("w", newline="") as stream:
+        csv.writer(stream).writerows([("file", "label"), *rows])
+    return len(images)
 
 
 def _image_files(folder: Path) -> list[Path]:
