@@ -31,7 +31,7 @@ def _write_folders(root: Path) -> dict[str, Path]:
     from fedtosc.config import load_config
     from fedtosc.experiment import load_experiment
 
-    experiment = load_experiment(load_config(["knowledge.delivery=transfer_set", "federation.num_clients=3"]))
+    experiment = load_experiment(load_config(["knowledge.delivery=transfer_set", "federation.num_clients=3", "channel.clients=awgn:10"]))
     train = experiment.splits.train
     not_the_servers = np.concatenate(experiment.plan.client_indices)
     folders = {}
