@@ -120,3 +120,15 @@ def test_boxes_with_their_own_folders_train_and_receive_only_the_servers_transfe
 
     federation.stop()
     assert federation.leftovers() == []
+
+
+def test_the_app_bundle_carries_only_code_and_conf() -> None:
+    import io
+    import zipfile
+
+    from flwr.cli.build import build_fab_from_disk
+
+    names = zipfile.ZipFile(io.BytesIO(build_fab_from_disk(PROJECT_ROOT))).namelist()
+
+    assert {name.split("/")[0] for name in names} == {"server", "clients", "fedtosc", "conf", "pyproject.toml", ".info"}
+    assert "clients/client_app.py" in names and "conf/config.yaml" in names
