@@ -33,6 +33,7 @@ __all__ = [
 # Keys of the `run` record the server sends in `describe`: what a node with its own data needs to
 # know of the run without holding the server's dataset, its slot, and the shared payload's fingerprint.
 RUN_CLASS_NAMES, RUN_IMAGE_SHAPE, RUN_SLOT, RUN_FINGERPRINT = "class-names", "image-shape", "slot", "payload-fingerprint"
+_NODE_CACHE_ROOT = Path("~/.cache/fedtosc/node")  # a node's cache-dir when its node config names none
 
 
 @lru_cache(maxsize=2)
@@ -122,9 +123,10 @@ def node_view(context: Context) -> NodeView:
         own = _cached_own_samples(
             str(data_path), str(run[RUN_CLASS_NAMES]), str(run[RUN_IMAGE_SHAPE]), label_fraction, experiment.config.seed
         )
-    config = experiment.config
+    # The node's own place, not the server's knowledge.cache_dir (a path on another box); one per data
+    # folder, so simulated nodes sharing a machine keep separate caches as separate boxes would.
     cache_key = str(data_path) if data_path is not None else f"partition-{facts.partition_id}"
-    default_cache = Path(config.knowledge.cache_dir) / "received" / hashlib.sha256(cache_key.encode()).hexdigest()[:16]
+    default_cache = _NODE_CACHE_ROOT / hashlib.sha256(cache_key.encode()).hexdigest()[:16]
     cache_dir = Path(str(node_config.get("cache-dir", default_cache))).expanduser()
     return NodeView(experiment, facts, own, cache_dir, str(run.get(RUN_FINGERPRINT, "")))
 
