@@ -58,7 +58,8 @@ def built(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 def _build(tmp_path: Path, delivery: str) -> tuple[Experiment, object]:
     config = load_config([f"knowledge.delivery={delivery}", f"knowledge.cache_dir={tmp_path / 'knowledge'}",
-                          "federation.num_clients=3", "channel.clients=awgn:10", "train.local_epochs=1", "device=cpu"])
+                          "federation.num_clients=3", "channel.clients=awgn:10", "train.local_epochs=1", "device=cpu",
+                          "dataset.max_train_samples=300"])
     experiment = load_experiment(config)
     torch.manual_seed(0)
     teacher = ServerCNNTeacher(in_channels=1, num_classes=10, width=4).eval()  # untrained: only the plumbing matters
@@ -129,13 +130,13 @@ def test_restarted_node_reuses_its_cached_payload_and_is_sent_nothing(tmp_path: 
     experiment, store = built("transfer_set")
     payload = shared_payload(experiment, store)
     fingerprint = payload_fingerprint(payload)
-    own_rows = experiment.plan.client_indices[0][:40]
+    own_rows = experiment.plan.client_indices[0][:20]
     _write_node_folder(tmp_path / "node", experiment, own_rows)
     node_config = {"data-path": str(tmp_path / "node"), "cache-dir": str(tmp_path / "node-cache")}
 
     first = _fresh_context(node_config)
     reply = describe(_describe_message(experiment, fingerprint, slot=0), first).content.config_records["node"]
-    assert (reply["num-examples"], reply["num-labelled"], reply["has-payload"]) == (40, 40, False)
+    assert (reply["num-examples"], reply["num-labelled"], reply["has-payload"]) == (20, 20, False)
     assert "class-counts" not in reply  # not unless the node config allows it
     assert "partition-id" not in node_config and reply["partition-id"] == 0  # the server's slot
     nodes = {7: dict(reply)}
@@ -153,8 +154,26 @@ def test_restarted_node_reuses_its_cached_payload_and_is_sent_nothing(tmp_path: 
         RecordDict({"arrays": _arrays(student), "config": ConfigRecord({"server-round": 1})}), dst_node_id=7, message_type="train"
     )
     metrics = train(train_message, restarted).content.metric_records["metrics"]
-    # Trained on its own 40 rows plus the cached transfer set, without fetching it again.
-    assert metrics["num-examples"] == 40 + len(experiment.plan.server_indices)
+    # Trained on its own 20 rows plus the cached transfer set, without fetching it again.
+    assert metrics["num-examples"] == 20 + len(experiment.plan.server_indices)
+
+
+def test_a_partition_node_under_transfer_set_delivery_trains_on_its_partition_and_the_transfer_set(built) -> None:  # noqa: ANN001
+    experiment, store = built("transfer_set")
+    payload = shared_payload(experiment, store)
+    fingerprint = payload_fingerprint(payload)
+    node = _fresh_context({"partition-id": 2})
+
+    reply = describe(_describe_message(experiment, fingerprint, slot=0), node).content.config_records["node"]
+    assert (reply["partition-id"], reply["num-examples"]) == (2, len(experiment.plan.client_indices[2]))
+    receive_knowledge(Message(payload, dst_node_id=7, message_type=KNOWLEDGE), node)
+    student = experiment_student(experiment, None)
+    train_message = Message(
+        RecordDict({"arrays": _arrays(student), "config": ConfigRecord({"server-round": 1})}), dst_node_id=7, message_type="train"
+    )
+    metrics = train(train_message, node).content.metric_records["metrics"]
+
+    assert metrics["num-examples"] == len(experiment.plan.client_indices[2]) + len(experiment.plan.server_indices)
 
 
 def test_a_cached_payload_that_no_longer_matches_its_fingerprint_is_fetched_again(tmp_path: Path, built) -> None:  # noqa: ANN001
@@ -175,13 +194,13 @@ def test_a_cached_payload_that_no_longer_matches_its_fingerprint_is_fetched_agai
 
 def test_class_counts_reach_the_server_only_when_the_node_allows_it(tmp_path: Path, built) -> None:  # noqa: ANN001
     experiment, store = built("transfer_set")
-    _write_node_folder(tmp_path / "node", experiment, experiment.plan.client_indices[1][:30])
+    _write_node_folder(tmp_path / "node", experiment, experiment.plan.client_indices[1][:25])
     node_config = {"data-path": str(tmp_path / "node"), "share-class-counts": True, "label-fraction": 0.5}
 
     reply = describe(_describe_message(experiment, "", slot=1), _fresh_context(node_config)).content.config_records["node"]
 
     counts = json.loads(reply["class-counts"])
-    assert len(counts) == 10 and sum(counts) == reply["num-labelled"] < 30 == reply["num-examples"]
+    assert len(counts) == 10 and sum(counts) == reply["num-labelled"] < 25 == reply["num-examples"]
 
 
 def test_transfer_set_rows_carry_knowledge_and_own_rows_carry_labels(tmp_path: Path, built) -> None:  # noqa: ANN001

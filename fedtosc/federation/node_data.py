@@ -20,6 +20,7 @@ from fedtosc.data.local import UNLABELLED, read_node_data, resolve_node_data, sa
 from fedtosc.data.views import identity_views
 from fedtosc.experiment import Experiment
 from fedtosc.federation.payloads import TRANSFER_DIGESTS, TRANSFER_IMAGES, TRANSFER_SAMPLES, read_knowledge_record
+from fedtosc.knowledge.codecs import Knowledge
 from fedtosc.training import LocalData
 
 __all__ = ["OwnSamples", "local_data", "own_samples", "partition_samples", "shared_delivery_data"]
@@ -73,7 +74,7 @@ def local_data(experiment: Experiment, partition_id: int, knowledge: RecordDict 
     rows = OwnSamples(train.images[index], train.labels[index], torch.as_tensor(plan.labelled[indices]))
     if knowledge is None:
         return _attach(rows, None, None, 0.0)
-    received_indices, _ = read_knowledge_record(knowledge)
+    received_indices, decoded = read_knowledge_record(knowledge)
     expected = plan.knowledge_indices(partition_id)
     if not np.array_equal(received_indices, expected):
         raise ValueError(
@@ -82,7 +83,7 @@ def local_data(experiment: Experiment, partition_id: int, knowledge: RecordDict 
         )
     # Transfer-set mode: private rows carry no teacher knowledge (zeros, masked out of the KD terms).
     source = np.concatenate([np.full(len(private), -1), np.arange(len(plan.transfer_indices))]) if len(plan.transfer_indices) else None
-    return _attach(rows, knowledge, source, experiment.config.knowledge.temperature)
+    return _attach(rows, decoded, source, experiment.config.knowledge.temperature)
 
 
 def shared_delivery_data(own: OwnSamples, payload: RecordDict | None, temperature: float) -> LocalData:
@@ -92,6 +93,7 @@ def shared_delivery_data(own: OwnSamples, payload: RecordDict | None, temperatur
     if payload is None:
         return _attach(own, None, None, 0.0)
     samples = payload.array_records[TRANSFER_SAMPLES]
+    _, decoded = read_knowledge_record(payload)
     if TRANSFER_IMAGES in samples:
         transfer = torch.from_numpy(samples[TRANSFER_IMAGES].numpy())
         rows = OwnSamples(
@@ -99,24 +101,23 @@ def shared_delivery_data(own: OwnSamples, payload: RecordDict | None, temperatur
             torch.cat([own.labels, own.labels.new_zeros(len(transfer))]),  # unlabelled: the transfer set is never CE'd
             torch.cat([own.labelled, torch.zeros(len(transfer), dtype=torch.bool)]),
         )
-        return _attach(rows, payload, np.concatenate([np.full(len(own), -1), np.arange(len(transfer))]), temperature)
+        return _attach(rows, decoded, np.concatenate([np.full(len(own), -1), np.arange(len(transfer))]), temperature)
     position = {digest.tobytes(): row for row, digest in enumerate(samples[TRANSFER_DIGESTS].numpy())}
     source = np.array([position.get(digest.tobytes(), -1) for digest in sample_digests(own.images.numpy())], dtype=np.int64)
-    return _attach(own, payload, source, temperature)
+    return _attach(own, decoded, source, temperature)
 
 
-def _attach(rows: OwnSamples, knowledge: RecordDict | None, source: np.ndarray | None, temperature: float) -> LocalData:
-    """`rows` with the knowledge of record row `source[i]` on row i (none where -1; all rows, in order, when None)."""
+def _attach(rows: OwnSamples, decoded: Knowledge | None, source: np.ndarray | None, temperature: float) -> LocalData:
+    """`rows` with the knowledge of decoded row `source[i]` on row i (none where -1; all rows, in order, when None)."""
     teacher_probs = teacher_embeddings = view_params = with_knowledge = None
-    if knowledge is not None:
-        received_indices, decoded = read_knowledge_record(knowledge)
+    if decoded is not None:
         # Embedding stores carry the teacher's head: their soft labels come from it, on the node.
         teacher_probs, teacher_embeddings = decoded.soft_labels(temperature), decoded.embeddings
         view_params = decoded.view_params
         if view_params is not None:  # K views: rows become [n, K, ...], row-aligned with the images
             views = view_params.shape[1]
             teacher_probs, teacher_embeddings = (
-                None if values is None else values.reshape(len(received_indices), views, -1)
+                None if values is None else values.reshape(len(view_params), views, -1)
                 for values in (teacher_probs, teacher_embeddings)
             )
         if source is not None:
