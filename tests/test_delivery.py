@@ -239,3 +239,34 @@ def _arrays(student: torch.nn.Module):  # noqa: ANN202
     from flwr.app import ArrayRecord
 
     return ArrayRecord(student.state_dict())
+
+
+class _DescribingGrid:
+    """Replies to `describe` as nodes would: `failing` nodes with the error their ClientApp raised."""
+
+    def __init__(self, failing: set[int]) -> None:
+        self.failing = failing
+
+    def send_and_receive(self, messages, timeout):  # noqa: ANN001, ANN201
+        from flwr.app import Error
+
+        for message in messages:
+            node = message.metadata.dst_node_id
+            slot = int(message.content.config_records["run"][RUN_SLOT])
+            yield (Message(Error(code=0, reason=f"NodeDataError: /srv/node{node}/x.png: cannot read image"), reply_to=message)
+                   if node in self.failing else
+                   Message(RecordDict({"node": ConfigRecord({"partition-id": slot, "channel-profile": "awgn@10dB"})}),
+                           reply_to=message))
+
+
+def test_a_node_that_cannot_describe_itself_is_lost_and_the_run_goes_on_while_enough_remain(built) -> None:  # noqa: ANN001
+    from server.broadcast import describe_nodes
+
+    experiment, _ = built("transfer_set")
+
+    nodes = describe_nodes(_DescribingGrid({30}), [30, 10, 20], experiment, "", enough=2)
+    assert sorted(nodes) == [10, 20]
+    assert sorted(entry["partition-id"] for entry in nodes.values()) == [0, 1]  # slots in node-id order
+
+    with pytest.raises(RuntimeError, match=r"only 1 of 3 nodes could start, 2 needed: node 20: .*/srv/node20/x\.png.*; node 30: "):
+        describe_nodes(_DescribingGrid({20, 30}), [30, 10, 20], experiment, "", enough=2)
