@@ -131,3 +131,16 @@ def test_sample_digest_is_sha256_of_the_stored_bytes() -> None:
     digests = sample_digests(images)
     assert digests.shape == (2, 32)
     assert digests[1].tobytes() == hashlib.sha256(images[1].tobytes()).digest()
+
+
+def test_simulated_node_folders_missing_under_node_root_are_named_before_any_work(tmp_path: Path) -> None:
+    from fedtosc.config import ConfigError
+    from fedtosc.preflight import load_checked_config
+
+    (tmp_path / "node0").mkdir()
+    overrides = [f"dataset.node_root={tmp_path}", "knowledge.delivery=transfer_set", "federation.num_clients=3",
+                 "channel.clients=awgn:10"]
+    with pytest.raises(ConfigError, match=r"has no node1, node2/: write them with `fedtosc data split --out"):
+        load_checked_config(overrides)
+    with pytest.raises(ConfigError, match="set knowledge.delivery=transfer_set"):
+        load_checked_config([*overrides[:1], *overrides[2:]])
