@@ -101,7 +101,7 @@ def plan_broadcast(
 
 
 def send_knowledge(grid: Grid, plan: BroadcastPlan, timeout_s: float) -> dict[int, int]:
-    """Send the plan; returns bytes sent per node (every node of the plan, 0 for a cached one is absent)."""
+    """Send the plan; returns the bytes sent to each node it names (a node sent nothing is absent)."""
     messages = [Message(content=payload, message_type=KNOWLEDGE, dst_node_id=node) for node, payload in plan.payloads.items()]
     for reply in grid.send_and_receive(messages, timeout=timeout_s):
         if reply.has_error():
