@@ -239,7 +239,7 @@ _NON_NEGATIVE: tuple[str, ...] = (
     "knowledge.view_seed",
 )
 _FRACTIONS: tuple[str, ...] = (
-    "dataset.test_fraction", "dataset.server_fraction", "dataset.label_fraction", "federation.fraction_train",
+    "dataset.test_fraction", "dataset.label_fraction", "federation.fraction_train",
     "federation.min_train_fraction",
 )
 
@@ -276,6 +276,10 @@ def check_ranges(config: ExperimentConfig) -> None:
     for key in _FRACTIONS:
         if not 0 < config_value(config, key) <= 1:
             raise ConfigError(f"{key}={config_value(config, key)} must be in (0, 1]")
+    # 0 is allowed: a shipped or zero-shot teacher learns nothing from a server share, and without one
+    # the distillation set (all client data) no longer depends on the seed, so one store serves all seeds.
+    if not 0 <= config.dataset.server_fraction < 1:
+        raise ConfigError(f"dataset.server_fraction={config.dataset.server_fraction} must be in [0, 1)")
     if not 0 <= config.dataset.transfer_fraction < 1 - config.dataset.server_fraction:
         raise ConfigError("dataset.transfer_fraction must be in [0, 1 - dataset.server_fraction)")
     if config.knowledge.mode == "online" and config.knowledge.delivery != "partition":

@@ -17,7 +17,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedtosc.launch import FederationLaunchError, venv_executable, offline_flower_env, stop_run_processes
+from fedtosc.launch import offline_flower_env, run_config_arg, stop_run_processes, venv_executable
 
 __all__ = [
     "DEFAULT_SUPERLINK_PORT",
@@ -224,8 +224,9 @@ def check_node_data(settings: NodeSettings) -> str | None:
 
 def deployment_overrides(overrides: list[str]) -> list[str]:
     """A deployment's defaults before the user's overrides: boxes own their data, so knowledge
-    travels as the server's transfer set (knowledge.delivery=transfer_set) unless the run says otherwise."""
-    if any(override.lstrip("+~").startswith("knowledge.delivery=") for override in overrides):
+    travels as the server's transfer set (knowledge.delivery=transfer_set) unless the run says otherwise.
+    A resumed run (`resume=<run dir>`) keeps the delivery it was started with."""
+    if any(override.lstrip("+~").startswith(("knowledge.delivery=", "resume=")) for override in overrides):
         return list(overrides)
     return ["knowledge.delivery=transfer_set", *overrides]
 
@@ -303,13 +304,16 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def flwr_run(project_root: Path, flwr_home: Path, superlink_name: str, run_dir: Path) -> None:
-    """`flwr run <project> <superlink> --stream` for a prepared run dir; blocks until the run ends.
+def flwr_run(project_root: Path, flwr_home: Path, superlink_name: str, run_dir: Path, resume: bool = False) -> int:
+    """`flwr run <project> <superlink> --stream` for a prepared run dir; blocks until the run ends
+    and returns its exit code. It is 0 even when the ServerApp raised, and non-zero when the
+    SuperLink went away mid-run: only `results.json` proves a finished run.
 
-    Stopping `flwr run` does not stop the run on the SuperLink: `flwr stop <run-id>` does.
+    `resume`: the ServerApp continues from the run directory's last checkpoint. Stopping
+    `flwr run` does not stop the run on the SuperLink: `flwr stop <run-id>` does.
     """
     command = [venv_executable("flwr"), "run", str(project_root), superlink_name, "--stream",
-               "--run-config", f'run-dir="{run_dir.resolve()}"']
-    completed = subprocess.run(command, env=offline_flower_env(flwr_home), cwd=project_root, check=False)
-    if completed.returncode != 0:
-        raise FederationLaunchError(f"`flwr run` exited with code {completed.returncode}; see the SuperLink's log")
+               "--run-config", run_config_arg(run_dir, resume)]
+    # A stale results file from an earlier session in this directory must not pass for this one's.
+    (run_dir / "results.json").unlink(missing_ok=True)
+    return subprocess.run(command, env=offline_flower_env(flwr_home), cwd=project_root, check=False).returncode

@@ -28,6 +28,7 @@ __all__ = [
     "free_port",
     "offline_flower_env",
     "processes_with_env",
+    "run_config_arg",
     "run_simulation",
     "signal_process",
     "stop_run_processes",
@@ -140,6 +141,12 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 15.0) -> None
         pass
 
 
+def run_config_arg(run_dir: Path, resume: bool) -> str:
+    """`flwr run --run-config` text for the ServerApp (simulated or deployed): the run directory,
+    and whether to continue from its checkpoint."""
+    return f'run-dir="{run_dir.resolve()}" resume={str(resume).lower()}'
+
+
 def run_simulation(config: ExperimentConfig, run_dir: Path, project_root: Path, resume: bool = False) -> None:
     """Run the ServerApp/ClientApp simulation on the Ray backend; block until it ends.
 
@@ -170,7 +177,7 @@ def run_simulation(config: ExperimentConfig, run_dir: Path, project_root: Path, 
         )
         command = [
             venv_executable("flwr"), "run", str(project_root), FEDERATION_NAME, "--stream",
-            "--run-config", f'run-dir="{run_dir.resolve()}" resume={str(resume).lower()}',
+            "--run-config", run_config_arg(run_dir, resume),
             "--federation-config", federation_config,
         ]
         completed = subprocess.run(command, env=env, cwd=project_root, check=False)

@@ -60,4 +60,7 @@ PARTITIONERS = Registry("federation.partitioner", {
 STUDIES = Registry("study", {
     "data-efficiency": "fedtosc.study_catalog:DATA_EFFICIENCY",
     "snr-sweep": "fedtosc.study_catalog:SNR_SWEEP",
+    "snr-mismatch": "fedtosc.study_catalog:SNR_MISMATCH",
+    "bandwidth": "fedtosc.study_catalog:BANDWIDTH",
+    "knowledge-rate": "fedtosc.study_catalog:KNOWLEDGE_RATE",
 })

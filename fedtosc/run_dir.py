@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from fedtosc.config import ConfigError, ExperimentConfig
+from fedtosc.config import ConfigError, ExperimentConfig, load_config
 
-__all__ = ["make_run_dir", "project_root", "run_dir_path"]
+__all__ = ["make_run_dir", "open_run", "project_root", "run_dir_path"]
 
 
 def project_root() -> Path:
@@ -44,3 +44,24 @@ def make_run_dir(config: ExperimentConfig, root: Path) -> Path:
 
     write_run_config(config, run_dir)
     return run_dir
+
+
+def open_run(overrides: list[str], root: Path) -> tuple[ExperimentConfig, Path, bool]:
+    """The config and directory a federated run works on, and whether it resumes.
+
+    Without `resume=`, a new run directory (:func:`make_run_dir`).
+    With `resume=<run dir>`, that run's own config plus the other overrides (e.g. more rounds),
+    checked and written back; the ServerApp then continues from its checkpoint. `fedtosc run` and
+    `fedtosc deploy run` both start here, so a simulated and a deployed run resume alike.
+    """
+    config = load_config(overrides)
+    if config.resume is None:
+        return config, make_run_dir(config, root), False
+    from fedtosc.preflight import check_before_work
+    from fedtosc.run_config import load_run_config, write_run_config
+
+    run_dir = Path(config.resume).expanduser().resolve()
+    config = load_run_config(run_dir, overrides=[o for o in overrides if not o.startswith("resume=")])
+    check_before_work(config, run_dir)
+    write_run_config(config, run_dir)
+    return config, run_dir, True

@@ -24,11 +24,11 @@ def clear_failure(run_dir: Path) -> None:
     (run_dir / _FAILURE_FILE).unlink(missing_ok=True)
 
 
-def describe_ended_run(run_dir: Path, log_hint: str) -> str:
+def describe_ended_run(run_dir: Path, log_hint: str, resume_command: str = "fedtosc run") -> str:
     """The message for a run that ended without `results.json`: its recorded reason (or where the
-    log is), and how to finish it when rounds were checkpointed."""
+    log is), and how to finish it when rounds were checkpointed (`resume_command` resume=<run dir>)."""
     failure = run_dir / _FAILURE_FILE
     reason = failure.read_text().strip() if failure.is_file() else f"the ServerApp's error is in {log_hint}"
     if (run_dir / "checkpoint.safetensors").is_file():
-        return f"{reason}\nRounds finished so far are checkpointed: fix the cause, then `fedtosc run resume={run_dir}`."
+        return f"{reason}\nRounds finished so far are checkpointed: fix the cause, then `{resume_command} resume={run_dir}`."
     return reason

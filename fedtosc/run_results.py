@@ -19,6 +19,7 @@ from fedtosc.federation.weighting import nominal_snr_db
 from fedtosc.knowledge.codecs import HEAD_BIAS, HEAD_WEIGHT
 from fedtosc.knowledge.store import KnowledgeStore
 from fedtosc.models.student import StudentCodec
+from fedtosc.outcomes import write_outcomes
 from fedtosc.results import plot_accuracy_vs_snr, plot_channel_uses, write_json_atomic
 
 __all__ = ["finish_run"]
@@ -39,7 +40,8 @@ def finish_run(
     started: float,
     payload_bytes: int | None = None,
 ) -> dict:
-    """Sweep the final student; write student.safetensors, results.json and the plots; return the results.
+    """Sweep the final student; write student.safetensors, outcomes.safetensors, results.json and the
+    plots; return the results.
 
     `nodes`: node id -> its describe reply (partition-id, channel-profile, counts, broadcast-bytes);
     `knowledge_bytes`: the broadcast's size; `mode`: federated | centralized; `started`:
@@ -47,7 +49,8 @@ def finish_run(
     (transfer_set / digest delivery).
     """
     config = experiment.config
-    links, accuracy, channel_uses = evaluator.sweep(student)
+    links, accuracy, channel_uses, correct = evaluator.sweep(student)
+    write_outcomes(run_dir, config.seed, experiment.splits.test.dataset_indices, correct)
     save_file({k: v.contiguous().cpu() for k, v in student.state_dict().items()}, str(run_dir / "student.safetensors"))
     header = store.header
     results = {

@@ -31,8 +31,9 @@ def clip_teacher(experiment: Experiment, device: torch.device) -> Teacher:
     """open_clip with a zero-shot head from the dataset's prompts, or a linear probe on the server's share."""
     config = experiment.config
     train = experiment.splits.train
+    labelled = _server_data(experiment) if config.teacher.head == "linear_probe" else None  # zero-shot reads no labels
     return build_clip_teacher(
-        config.teacher, train.class_names, device, labelled=_server_data(experiment), dataset_name=config.dataset.name
+        config.teacher, train.class_names, device, labelled=labelled, dataset_name=config.dataset.name
     )
 
 
@@ -45,4 +46,9 @@ def resnet_teacher(experiment: Experiment, device: torch.device) -> Teacher:
 
 
 def _server_data(experiment: Experiment):  # noqa: ANN202 - an ImageDataset
+    if not len(experiment.plan.server_indices):
+        raise TeacherError(
+            f"teacher.name={experiment.config.teacher.name} learns from the server's labelled share, which "
+            "dataset.server_fraction=0 leaves empty: set dataset.server_fraction > 0 (e.g. 0.3)"
+        )
     return experiment.splits.train.subset(experiment.plan.server_indices)

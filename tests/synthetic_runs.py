@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 
 from fedtosc.channels import client_profiles
 from fedtosc.config import ExperimentConfig
+from fedtosc.outcomes import outcome_key, write_outcomes
 
-__all__ = ["write_run_dir"]
+__all__ = ["write_run_dir", "write_synthetic_outcomes"]
 
 EVAL_SNR_DB = (0.0, 10.0, 20.0)
+TEST_IMAGES = 200  # per-image outcomes: the first round(accuracy * TEST_IMAGES) images are right
 
 
 def write_run_dir(
@@ -66,5 +69,16 @@ def write_run_dir(
         "channel_uses": {"0.0": 16.0, "10.0": 16.0, "20.0": 16.0},
         "wall_seconds": 42.0,
     }
+    write_synthetic_outcomes(run_dir, seed, results["accuracy_vs_snr"])
     (run_dir / "results.json").write_text(json.dumps(results))
     return run_dir
+
+
+def write_synthetic_outcomes(run_dir: Path, seed: int, accuracy_vs_snr: dict[str, dict[str, float]]) -> None:
+    """outcomes.safetensors matching `accuracy_vs_snr`: at each point the first round(accuracy · N) images are right."""
+    correct = {
+        outcome_key(link, snr): torch.arange(TEST_IMAGES) < round(accuracy * TEST_IMAGES)
+        for link, link_curve in accuracy_vs_snr.items()
+        for snr, accuracy in link_curve.items()
+    }
+    write_outcomes(run_dir, seed, torch.arange(TEST_IMAGES), correct)

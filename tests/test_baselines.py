@@ -25,6 +25,10 @@ from fedtosc.experiment import embedding_width, ensure_knowledge, experiment_stu
 from fedtosc.results import RESULTS_KEYS
 from fedtosc.training import LocalData, train_student
 
+# Its module fixture builds a teacher: under pytest-xdist (`make test`) the module stays on one
+# worker, so that happens once.
+pytestmark = pytest.mark.xdist_group("test_baselines")
+
 _TINY = ["student.width=4", "student.feature_dim=16", "train.batch_size=32", "teacher.width=4", "teacher.epochs=1"]
 _CPU = torch.device("cpu")
 

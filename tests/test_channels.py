@@ -15,6 +15,7 @@ from fedtosc.channels import (
     AWGNChannel,
     ChannelProfile,
     EvalLink,
+    FixedDrawWidth,
     RayleighChannel,
     RicianChannel,
     build_channel,
@@ -440,10 +441,13 @@ def test_snr_sweep_keys_curves_by_link_label_and_evaluates_each_link_as_configur
     links = [EvalLink("awgn"), EvalLink("rician", 5.0, "none"), EvalLink("rayleigh", csi="none")]
     student = _ChannelRecorder()
     config = ChannelConfig(eval_snr_db=[0.0, 10.0], block_length=3)
-    accuracy, uses = snr_sweep(student, data, links, config, batch_size=4, device=torch.device("cpu"), seed=0)  # type: ignore[arg-type]
-    assert accuracy == {label: {"0.0": 0.5, "10.0": 0.5} for label in ("awgn", "rician(k=5)[csi=none]", "rayleigh[csi=none]")}
-    assert uses == {"0.0": 4.0, "10.0": 4.0}
-    awgn, _, rician, _, rayleigh, _ = student.channels  # one batch per (link, SNR)
+    sweep = snr_sweep(student, data, links, config, batch_size=4, device=torch.device("cpu"), seed=0)  # type: ignore[arg-type]
+    assert sweep.accuracy == {label: {"0.0": 0.5, "10.0": 0.5} for label in ("awgn", "rician(k=5)[csi=none]", "rayleigh[csi=none]")}
+    assert sweep.channel_uses == {"0.0": 4.0, "10.0": 4.0}
+    assert sweep.correct["rayleigh[csi=none]@10.0"].tolist() == [True, True, False, False]  # it answers class 0
+    assert len(sweep.correct) == 3 * 2
+    # one batch per (link, SNR), each channel drawn at the evaluation's fixed width
+    awgn, _, rician, _, rayleigh, _ = (padded.channel for padded in student.channels)
     assert isinstance(awgn, AWGNChannel)
     assert isinstance(rician, RicianChannel) and (rician.k_factor, rician.csi, rician.block_length) == (5.0, "none", 3)
     assert isinstance(rayleigh, RayleighChannel) and rayleigh.csi == "none"
@@ -499,3 +503,23 @@ def test_gauss_markov_sequence_keeps_its_stationary_spread() -> None:
     assert values.mean().item() == pytest.approx(10.0, abs=0.5)
     assert values.std().item() == pytest.approx(2.0, rel=0.2)
     assert (values - 10.0).abs().max().item() < 6 * 2.0
+
+
+@pytest.mark.parametrize("entry", ["awgn", "rayleigh:csi=none", "rician:k=5"])
+def test_fixed_draw_width_gives_narrow_and_wide_students_the_same_draws_on_shared_symbols(entry: str) -> None:
+    channel = parse_eval_link(entry).make_channel(block_length=3)
+    wide = normalize_power(torch.complex(torch.randn(8, 16), torch.randn(8, 16)))
+    sent = {}
+    for width in (5, 16):  # e.g. a fixed-rate student of 5 symbols and one of 16
+        seed_channels(7)
+        sent[width] = FixedDrawWidth(channel, 64).transmit(wide[:, :width], 0.0)
+    assert torch.equal(sent[5].coefficients, sent[16].coefficients[:, :5])
+    assert torch.equal(sent[5].received, sent[16].received[:, :5])
+    seed_channels(7)
+    unpadded = channel.transmit(wide[:, :5], 0.0)
+    assert not torch.equal(unpadded.received, sent[5].received)  # without it, the draws depend on the width
+
+
+def test_fixed_draw_width_refuses_a_wider_sample() -> None:
+    with pytest.raises(ValueError, match="exceed draw_width=4"):
+        FixedDrawWidth(AWGNChannel(), 4).transmit(torch.ones(2, 5, dtype=torch.complex64), 10.0)

@@ -86,3 +86,13 @@ def test_empty_class_folder_is_a_clear_error(tmp_path: Path) -> None:
 def test_torchvision_dataset_missing_without_download_says_how_to_fetch(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="dataset.download=true"):
         load_dataset(DatasetConfig(name="cifar10", root=str(tmp_path), download=False))
+
+
+def test_capped_splits_do_not_depend_on_the_experiment_seed(tmp_path: Path) -> None:
+    # One teacher store and one test set serve every seed: the cap is part of the dataset.
+    config = _config(_folder(tmp_path / "data"), tmp_path / "cache")
+    config.max_train_samples, config.max_test_samples = 4, 3
+    splits = [load_dataset(config, seed) for seed in range(4)]
+    assert len(splits[0].train) == 4 and len(splits[0].test) == 3
+    assert len({s.train.fingerprint() for s in splits}) == 1
+    assert len({tuple(s.test.images[:, 0, 0, 0].tolist()) for s in splits}) == 1

@@ -6,14 +6,17 @@ find (and kill) everything it started. Pinned to flwr 1.42 (HTTP transport, one 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +37,10 @@ SERVER_CHANNELS = "awgn:5,rayleigh:10,rician:15"
 # Node 2 overrides the server's line (k=5, not 3): the node's own config must win.
 NODE_CHANNELS = ("awgn:5", "rayleigh:10", "rician:15:k=5")
 EXPECTED_PROFILES = {"0": "awgn@5dB", "1": "rayleigh@10dB", "2": "rician(k=5)@15dB"}
+# The hang guard for one federated run, set-up included (pytest-timeout, and the subprocess waits).
+# A run takes about 150 s alone on two idle cores, but under `make test` four xdist workers share
+# them: several 3-node federations at once, each ClientApp a fresh process, stretch it several-fold.
+_ONE_RUN_LIMIT_S = 1200
 
 
 def _flwr_version_is_pinned_one() -> None:
@@ -51,6 +58,7 @@ class Federation:
     certs: Path
     superlink: subprocess.Popen | None = None
     supernodes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    frozen: list[str] = field(default_factory=list)
 
     def home(self, name: str) -> Path:
         return self.root / "homes" / name
@@ -62,7 +70,8 @@ class Federation:
         return self.root / f"{name}.log"
 
     def spawn(self, name: str, arguments: list[str]) -> subprocess.Popen:
-        with self.log(name).open("w") as log:
+        # Appended, so a restarted daemon's log follows its first life's.
+        with self.log(name).open("a") as log:
             return subprocess.Popen([*FEDTOSC, "deploy", *arguments], cwd=PROJECT_ROOT, env=_test_env(self.root),
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -89,15 +98,30 @@ class Federation:
         self.supernodes[name] = process
         return process
 
+    def daemon(self, name: str) -> subprocess.Popen:
+        """The `fedtosc deploy ...` process of one box: "superlink" or a SuperNode's name."""
+        process = self.superlink if name == "superlink" else self.supernodes[name]
+        assert process is not None, f"{name} was never started"
+        return process
+
     def crash(self, name: str) -> None:
-        """Power loss on one edge box: SIGKILL the node and everything it started, no goodbye."""
-        self.supernodes[name].kill()
+        """Power loss on one box: SIGKILL its daemon and everything it started, no goodbye."""
+        self.daemon(name).kill()
         for pid in processes_with_env("FLWR_HOME", str(self.home(name))):
             signal_process(pid, signal.SIGKILL)
-        self.supernodes[name].wait(timeout=10)
+        self.daemon(name).wait(timeout=10)
+
+    def freeze(self, name: str) -> None:
+        """A hung box: SIGSTOP everything it runs (Flower daemon, SuperExec, ClientApps); nothing exits."""
+        self.frozen.append(name)
+        for pid in processes_with_env("FLWR_HOME", str(self.home(name))):
+            signal_process(pid, signal.SIGSTOP)
 
     def stop(self) -> None:
         """Ctrl-C equivalent for every daemon: each `fedtosc deploy` process stops its own children."""
+        for name in self.frozen:  # a stopped process acts on SIGTERM only once continued
+            for pid in processes_with_env("FLWR_HOME", str(self.home(name))):
+                signal_process(pid, signal.SIGCONT)
         daemons = [*self.supernodes.values(), *([self.superlink] if self.superlink else [])]
         for process in daemons:
             if process.poll() is None:
@@ -183,12 +207,26 @@ def test_node_key_is_a_p384_key_in_the_formats_flower_reads(tmp_path: Path) -> N
 
 @pytest.fixture(scope="module")
 def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Certificates, node keys and the teacher/knowledge caches, made once for all tests here."""
+    """Certificates, node keys and the teacher/knowledge caches, made once for all tests here.
+
+    Under pytest-xdist (`make test`) the workers share them too: the first worker makes them
+    under a lock in the session's base folder, the others wait and reuse them, so the teacher is
+    trained once rather than once per worker.
+    """
     _flwr_version_is_pinned_one()
-    root = tmp_path_factory.mktemp("deployment")
-    make_certificates(root / "certs", ["127.0.0.1"])
-    for name in ("node0", "node1", "node2", "rogue"):
-        make_node_key(root / "keys", name)
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / "deployment"
+    root.mkdir(exist_ok=True)
+    with (root / "made.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "made").is_file():
+            make_certificates(root / "certs", ["127.0.0.1"])
+            for name in ("node0", "node1", "node2", "rogue"):
+                make_node_key(root / "keys", name)
+            prepared = subprocess.run([*FEDTOSC, "deploy", "prepare", *_overrides(root, root / "prepared")],
+                                      cwd=PROJECT_ROOT, env=_test_env(root), capture_output=True, text=True)
+            assert prepared.returncode == 0, prepared.stdout[-2000:] + prepared.stderr[-2000:]
+            (root / "made").touch()
     return root
 
 
@@ -223,17 +261,18 @@ def _start_three_nodes(federation: Federation) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(_ONE_RUN_LIMIT_S)
 def test_three_supernodes_over_tls_run_two_rounds_and_leave_no_process(federation: Federation, shared_tmp: Path) -> None:
     _start_three_nodes(federation)
     run_dir = federation.root / "run"
-    subprocess.run([*FEDTOSC, "deploy", "prepare", *_overrides(shared_tmp, run_dir, "federation.round_timeout_s=180")],
+    subprocess.run([*FEDTOSC, "deploy", "prepare", *_overrides(shared_tmp, run_dir)],
                    cwd=PROJECT_ROOT, env=_test_env(federation.root), check=True)
     cli_home = federation.home("cli")  # written by `fedtosc deploy register`: TLS, trusting our CA
     assert "root-certificates" in (cli_home / "config.toml").read_text()
 
     completed = subprocess.run(
         ["flwr", "run", str(PROJECT_ROOT), "fedtosc", "--stream", "--run-config", f'run-dir="{run_dir}"'],
-        cwd=PROJECT_ROOT, env=offline_flower_env(cli_home), timeout=420, check=False,
+        cwd=PROJECT_ROOT, env=offline_flower_env(cli_home), timeout=_ONE_RUN_LIMIT_S, check=False,
     )
 
     assert completed.returncode == 0
@@ -256,7 +295,7 @@ def test_supernode_with_unregistered_key_is_refused(federation: Federation) -> N
     federation.register("node0")
     rogue = federation.start_supernode("rogue", 0, "awgn:5")
 
-    exit_code = rogue.wait(timeout=60)
+    exit_code = rogue.wait(timeout=300)
 
     assert exit_code == 1  # what the shell sees: Flower logs its own code (305) and exits 1
     assert "Failed to activate SuperNode" in federation.log("rogue").read_text()
@@ -264,38 +303,124 @@ def test_supernode_with_unregistered_key_is_refused(federation: Federation) -> N
     assert processes_with_env("FLWR_HOME", str(federation.home("rogue"))) == []
 
 
-@pytest.mark.slow
-def test_run_finishes_with_the_others_when_a_supernode_is_killed(federation: Federation, shared_tmp: Path) -> None:
-    """Node 2 dies after receiving its knowledge: rounds go on with nodes 0 and 1.
-
-    Flower 1.42 sees the dead node as online until its heartbeat expires (2 x 30 s): round 1
-    still samples it, and gets a "Node Unavailable" error reply for it once the heartbeat expires
-    (before federation.round_timeout_s); the server rejects that slot and aggregates the two real
-    replies. Round 2 samples only the live nodes: with the defaults a round needs half its sampled
-    nodes, rounded up (2 of 3), so it starts with two.
-    """
-    _start_three_nodes(federation)
-    run_dir = federation.root / "run"
-    overrides = _overrides(shared_tmp, run_dir, "federation.round_timeout_s=180")
-    run = subprocess.Popen(
+def _deploy_run(federation: Federation, overrides: list[str]) -> subprocess.Popen:
+    """`fedtosc deploy run` against the federation, its output in a pipe."""
+    return subprocess.Popen(
         [*FEDTOSC, "deploy", "run", "--superlink", federation.address, "--root-certificates",
          str(federation.certs / "ca.crt"), "--cli-home", str(federation.home("cli")), *overrides],
         cwd=PROJECT_ROOT, env=_test_env(federation.root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = _ONE_RUN_LIMIT_S) -> None:
+    """Poll `condition`; the limit only turns a hang into a failure, it is no timing claim."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} within {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(_ONE_RUN_LIMIT_S)
+@pytest.mark.parametrize("failure", ["crash", "freeze"])
+def test_run_finishes_with_the_others_when_a_supernode_dies_or_hangs(
+    federation: Federation, shared_tmp: Path, failure: str
+) -> None:
+    """Node 2 is killed (SIGKILL) or hangs (SIGSTOP of all it runs) after receiving its knowledge:
+    rounds go on with nodes 0 and 1.
+
+    Either way the node stops heartbeating, and its slot in round 1 ends one of two ways, both
+    accepted: Flower 1.42 reports it "Node Unavailable" once its heartbeat expires (2 x 30 s), or
+    federation.round_timeout_s passes first and the server records "no reply". The server rejects
+    that slot and aggregates the two real replies. A later round samples the node again only while
+    the SuperLink still counts it online, and then rejects it the same way; with the defaults a
+    round needs half its sampled nodes, rounded up (2 of 3), so every round goes on with two.
+    """
+    _start_three_nodes(federation)
+    run_dir = federation.root / "run"
+    run = _deploy_run(federation, _overrides(shared_tmp, run_dir))
     output = []
     for line in run.stdout:
         output.append(line)
         if "knowledge broadcast" in line:
-            federation.crash("node2")
-    exit_code = run.wait(timeout=420)
+            getattr(federation, failure)("node2")
+            break
+    else:
+        pytest.fail("the run ended before its knowledge broadcast:\n" + "".join(output[-40:]))
+    output += run.stdout.readlines()
+    exit_code = run.wait(timeout=_ONE_RUN_LIMIT_S)
     (federation.root / "run.log").write_text("".join(output))
 
     assert exit_code == 0, "".join(output[-40:])
-    assert federation.supernodes["node2"].returncode is not None
-    rounds = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rounds = _metrics(run_dir)
     assert [entry["round"] for entry in rounds] == [1, 2]
     assert [sorted(client["partition-id"] for client in entry["clients"]) for entry in rounds] == [[0, 1], [0, 1]]
-    # Round 1 had sampled the dead node: its slot is a rejected "Node Unavailable"; round 2 did not sample it.
-    assert [len(entry["rejected"]) for entry in rounds] == [1, 0]
-    assert "Node Unavailable" in rounds[0]["rejected"][0]["problem"]
+    assert len(rounds[0]["rejected"]) == 1 and len(rounds[1]["rejected"]) <= 1
+    lost_slots = [rejected for entry in rounds for rejected in entry["rejected"]]
+    assert {rejected["node-id"] for rejected in lost_slots} == {_node_id(federation, "node2")}
+    assert all("Node Unavailable" in rejected["problem"] or "no reply" in rejected["problem"] for rejected in lost_slots)
     assert json.loads((run_dir / "results.json").read_text())["federation"]["rounds"] == 2
+    # Killed stays dead; hung stays alive (teardown continues and stops it).
+    assert (federation.daemon("node2").poll() is None) == (failure == "freeze")
+
+
+def _node_id(federation: Federation, name: str) -> int:
+    """The node id the SuperLink gave this SuperNode, from the node's own log."""
+    found = re.search(r"SuperNode ID: (\d+)", federation.log(name).read_text())
+    assert found, f"{name} logged no node id"
+    return int(found.group(1))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2 * _ONE_RUN_LIMIT_S)  # two runs, one after the other
+def test_deploy_run_resumes_from_its_checkpoint_after_the_superlink_restarts(
+    federation: Federation, shared_tmp: Path
+) -> None:
+    """The server box's SuperLink dies once round 1 is checkpointed and comes back on the same port
+    and state directory. The SuperNodes, never restarted, reconnect by themselves (the node
+    registrations are in the SuperLink's database), and `fedtosc deploy run resume=<run dir>`
+    finishes the run from the checkpoint without running round 1 again.
+
+    The SuperLink is killed within a poll of the checkpoint appearing, long before round 2 can
+    finish: that needs a new ClientApp process on every node and their local training.
+    """
+    from server.checkpoint import load_checkpoint
+
+    _start_three_nodes(federation)
+    run_dir = federation.root / "run"
+    interrupted = _deploy_run(federation, _overrides(shared_tmp, run_dir))
+    _wait_for(lambda: (run_dir / "checkpoint.safetensors").is_file() or interrupted.poll() is not None,
+              "checkpoint")
+    federation.crash("superlink")
+    interrupted_output, _ = interrupted.communicate(timeout=_ONE_RUN_LIMIT_S)
+    (federation.root / "interrupted.log").write_text(interrupted_output)
+    checkpointed_round, _ = load_checkpoint(run_dir)
+    checkpointed_lines = (run_dir / "metrics.jsonl").read_text().splitlines()[:checkpointed_round]
+
+    assert interrupted.returncode == 1, interrupted_output[-3000:]
+    assert f"fedtosc deploy run resume={run_dir}" in interrupted_output
+    assert checkpointed_round == 1
+    nodes_before = {name: process.pid for name, process in federation.supernodes.items()}
+
+    federation.start_superlink()
+    resumed = _deploy_run(federation, [f"resume={run_dir}"])
+    resumed_output, _ = resumed.communicate(timeout=_ONE_RUN_LIMIT_S)
+    (federation.root / "resumed.log").write_text(resumed_output)
+
+    assert resumed.returncode == 0, resumed_output[-3000:]
+    assert f"resuming run: {run_dir}" in resumed_output
+    assert {name: process.pid for name, process in federation.supernodes.items() if process.poll() is None} == nodes_before
+    rounds = _metrics(run_dir)
+    assert [entry["round"] for entry in rounds] == [1, 2]
+    # Round 1's line is the very one written before the restart: that round was not run again.
+    assert (run_dir / "metrics.jsonl").read_text().splitlines()[:1] == checkpointed_lines
+    assert len(rounds[1]["clients"]) == 3  # every SuperNode came back
+    assert json.loads((run_dir / "results.json").read_text())["federation"]["rounds"] == 2
+
+    federation.stop()
+    assert federation.leftovers() == []

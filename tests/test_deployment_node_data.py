@@ -68,7 +68,7 @@ def test_a_box_with_a_corrupt_folder_refuses_to_start_naming_the_file(tmp_path: 
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # a hang guard: on two shared cores under load the teacher alone took minutes
+@pytest.mark.timeout(1200)  # a hang guard: on two shared cores under load a run took minutes
 def test_boxes_with_their_own_folders_train_and_receive_only_the_servers_transfer_set(
     federation: Federation, shared_tmp: Path  # noqa: F811 - fixtures from test_deployment
 ) -> None:
@@ -84,7 +84,7 @@ def test_boxes_with_their_own_folders_train_and_receive_only_the_servers_transfe
     completed = subprocess.run(
         [*FEDTOSC, "deploy", "run", "--superlink", federation.address, "--root-certificates", str(federation.certs / "ca.crt"),
          "--cli-home", str(federation.home("cli")), "federation.num_clients=3", "federation.rounds=1",
-         "channel.clients=awgn:10", "channel.eval_snr_db=[10]", "channel.eval_channels=[awgn]", "teacher.epochs=1",
+         "channel.clients=awgn:10", "channel.eval_snr_db=[10]", "channel.eval_channels=[awgn]", "teacher.epochs=3",
          "train.local_epochs=1", "device=cpu", "federation.round_timeout_s=180",
          f"teacher.cache_dir={shared_tmp / 'teachers'}", f"knowledge.cache_dir={shared_tmp / 'knowledge'}",
          f"output_dir={run_dir}"],

@@ -24,7 +24,7 @@ CORE = [
     "fedtosc.config", "fedtosc.registries", "fedtosc.data", "fedtosc.data.datasets", "fedtosc.data.partition",
     "fedtosc.channels", "fedtosc.channels.blocks", "fedtosc.models", "fedtosc.models.teachers",
     "fedtosc.models.resnet", "fedtosc.knowledge", "fedtosc.knowledge.builder", "fedtosc.losses",
-    "fedtosc.training", "fedtosc.evaluation", "fedtosc.experiment", "fedtosc.teacher_builders",
+    "fedtosc.training", "fedtosc.evaluation", "fedtosc.experiment", "fedtosc.teacher_builders", "fedtosc.outcomes",
 ]
 GLUE = [
     "fedtosc.federation.messages", "fedtosc.federation.payloads", "fedtosc.federation.node_data",

@@ -19,6 +19,10 @@ from fedtosc.experiment import embedding_width, ensure_knowledge, experiment_stu
 from fedtosc.losses import ib_distillation_loss
 from fedtosc.training import LocalData, train_student
 
+# Its module fixture builds a teacher: under pytest-xdist (`make test`) the module stays on one
+# worker, so that happens once.
+pytestmark = pytest.mark.xdist_group("test_method_live")
+
 _CPU = torch.device("cpu")
 _EVAL_SNR_DB = (-5.0, 0.0, 5.0, 10.0, 20.0)
 

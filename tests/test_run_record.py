@@ -16,8 +16,13 @@ from fedtosc.experiment import prepare_experiment
 from fedtosc.federation.payloads import payload_bytes
 from fedtosc.metrics_log import MetricsLog
 from fedtosc.models.student import build_student
+from fedtosc.outcomes import outcome_key, read_outcomes
 from fedtosc.run_results import finish_run
 from server.round_traffic import RoundTraffic
+
+# Its module fixture builds a teacher: under pytest-xdist (`make test`) the module stays on one
+# worker, so that happens once.
+pytestmark = pytest.mark.xdist_group("test_run_record")
 
 _CPU = torch.device("cpu")
 
@@ -101,3 +106,9 @@ def test_centralized_epoch_lines_move_no_bytes_and_results_say_centralized(tmp_p
     assert list(results["accuracy_vs_snr"]) == [link["label"] for link in results["evaluation"]["links"]]
     assert (tmp_path / "channel_uses.png").is_file() and (tmp_path / "accuracy_vs_snr.png").is_file()
     assert json.loads((tmp_path / "results.json").read_text())["federation"]["mode"] == "centralized"
+    # Per-image outcomes agree with the accuracy table, on the test images named by their dataset indices.
+    outcomes = read_outcomes(tmp_path)
+    for label, curve in results["accuracy_vs_snr"].items():
+        for snr_db, accuracy in curve.items():
+            assert outcomes.correct[outcome_key(label, float(snr_db))].mean() == pytest.approx(accuracy)
+    assert outcomes.seed == config.seed and outcomes.test_index.tolist() == experiment.splits.test.dataset_indices.tolist()

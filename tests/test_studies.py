@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from fedtosc.cli import main
 from fedtosc.config import ConfigError, load_config
 from fedtosc.studies import (
+    data_efficiency_claims,
     data_efficiency_rows,
     load_cells,
     plot_data_efficiency,
@@ -73,6 +74,44 @@ def test_data_efficiency_averages_seeds_per_method_profile_and_fraction(tmp_path
     assert row["num_seeds"] == 2 and row["seeds"] == "0;1" and row["accuracies"] == "0.5100;0.6100"
     assert row["mean_client_snr_db"] == 5.0 and row["series"] == "labels_only, heterogeneous clients (5 dB mean)"
     assert {r["profile"] for r in rows if r["channel.clients"] == "awgn:5"} == {"homogeneous"}
+    full = next(r for r in rows if r["method"] == "full" and r["profile"] == "heterogeneous" and r["label_fraction"] == 0.1)
+    # Paired per image over both seeds: full is right on 0.3 more of the images at each seed.
+    assert full["paired_with"] == "labels_only" and full["difference"] == pytest.approx(0.3)
+    assert 0 < full["difference_low"] < 0.3 < full["difference_high"] and full["difference_p"] < 1e-6
+    assert "difference" not in row  # the difference sits on the full row only
+
+
+def test_data_efficiency_pairs_only_the_seeds_both_methods_have_finished(tmp_path: Path) -> None:
+    cells = [
+        _cell(tmp_path, {"method": method, "seed": str(seed)}, method=method, seed=seed, accuracy=accuracy)
+        for method, accuracy, seeds in (("full", 0.8, (0, 1)), ("labels_only", 0.6, (1,))) for seed in seeds
+    ]
+    full = next(row for row in data_efficiency_rows(load_cells(cells), "awgn", 10.0) if row["method"] == "full")
+    assert full["num_seeds"] == 2 and full["paired_seeds"] == "1" and full["difference"] == pytest.approx(0.2)
+
+
+def _efficiency_cells(cells_dir: Path, curves: dict[str, dict[float, float]]) -> list[Path]:
+    return [
+        _cell(cells_dir, {"method": method, "dataset.label_fraction": str(fraction), "seed": "0"},
+              method=method, label_fraction=fraction, accuracy=accuracy)
+        for method, curve in curves.items() for fraction, accuracy in curve.items()
+    ]
+
+
+def test_data_efficiency_headline_reads_the_crossing_off_the_log_fraction_axis(tmp_path: Path) -> None:
+    cells = _efficiency_cells(tmp_path, {"full": {0.1: 0.9}, "labels_only": {0.1: 0.6, 0.25: 0.85, 1.0: 0.95}})
+    rows = data_efficiency_rows(load_cells(cells), "awgn", 10.0)
+    # The target 0.9 − 0.01 lies 40% of the way from 0.85 (at 25%) to 0.95 (at 100%): 0.25 · 4^0.4.
+    expected = 0.25 * 4**0.4
+    assert [row["labels_only_within_1pt_of_full_at_10pct"] for row in rows] == pytest.approx([expected] * 4)
+    (claim,) = data_efficiency_claims(rows)
+    assert claim["full_accuracy_at_10pct"] == pytest.approx(0.9) and f"{expected:.3g}" in claim["claim"]
+
+
+def test_data_efficiency_headline_says_when_labels_only_never_gets_within_a_point(tmp_path: Path) -> None:
+    cells = _efficiency_cells(tmp_path, {"full": {0.1: 0.9, 1.0: 0.95}, "labels_only": {0.1: 0.5, 1.0: 0.885}})
+    (claim,) = data_efficiency_claims(data_efficiency_rows(load_cells(cells), "awgn", 10.0))
+    assert claim["labels_only_within_1pt_of_full_at_10pct"] == "not reached" and "never reached" in claim["claim"]
 
 
 def test_data_efficiency_names_the_evaluated_snrs_when_the_stated_one_is_missing(tmp_path: Path) -> None:

@@ -37,6 +37,10 @@ from fedtosc.models.resnet import (
 )
 from fedtosc.models.teachers import TeacherError, predict
 
+# Its module fixture builds a teacher: under pytest-xdist (`make test`) the module stays on one
+# worker, so that happens once.
+pytestmark = pytest.mark.xdist_group("test_teacher_train")
+
 _ROOT = Path(__file__).resolve().parents[1]
 _SHIPPED = _ROOT / "teachers" / "resnet20-cifar10.safetensors"
 _COLOURS = {"blue": (40, 60, 200), "green": (50, 180, 60), "red": (200, 50, 40)}
@@ -239,4 +243,6 @@ def test_the_shipped_checkpoint_verifies_and_is_at_most_10_mb() -> None:
     assert _SHIPPED.stat().st_size <= 10 * 1024 * 1024
     info, _ = read_checkpoint(_SHIPPED)  # raises on a fingerprint mismatch
     assert info.architecture == "resnet20" and len(info.class_names) == 10
+    # The claim the README makes for it: at least 80% on the whole 10,000-image test split.
+    assert info.test_samples == 10_000 and info.test_accuracy >= 0.80
     assert load_resnet_teacher(_SHIPPED, _CPU).teacher_id == f"resnet20-{info.fingerprint[:16]}"

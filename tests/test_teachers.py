@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from sklearn.linear_model import LogisticRegression
 
-from fedtosc.config import TeacherConfig
+from fedtosc.config import TeacherConfig, load_config
 from fedtosc.data.datasets import ImageDataset
 from fedtosc.data.prompts import prompt_templates
 from fedtosc.models.teachers import (
@@ -31,6 +31,10 @@ from fedtosc.models.teachers import (
     load_or_train_server_teacher,
     predict,
 )
+
+# Its module fixture builds a teacher: under pytest-xdist (`make test`) the module stays on one
+# worker, so that happens once.
+pytestmark = pytest.mark.xdist_group("test_teachers")
 
 _TINY_MODEL = "fedtosc-test-tiny-vit"
 _TINY_CONFIG = {
@@ -262,3 +266,13 @@ def test_a_checkpoint_that_is_not_what_it_claims_is_refused(tiny_checkpoint: Pat
     # Real weights of another architecture: the strict load must refuse them.
     with pytest.raises(TeacherError, match="could not load CLIP weights"):
         _build(TeacherConfig(name="clip", model="RN50", checkpoint=str(tiny_checkpoint)))
+
+
+def test_a_teacher_that_learns_from_the_server_share_refuses_an_empty_one() -> None:
+    from fedtosc.experiment import load_experiment, load_teacher
+    from fedtosc.models.teachers import TeacherError
+
+    experiment = load_experiment(load_config(["dataset.server_fraction=0"]))
+    assert len(experiment.plan.server_indices) == 0
+    with pytest.raises(TeacherError, match="dataset.server_fraction > 0"):
+        load_teacher(experiment, torch.device("cpu"))

@@ -44,6 +44,7 @@ __all__ = [
     "AWGNChannel",
     "RayleighChannel",
     "RicianChannel",
+    "FixedDrawWidth",
     "build_channel",
 ]
 
@@ -275,6 +276,40 @@ class RicianChannel(Channel):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, k_factor={self.k_factor:g}, block_length={self.block_length}"
+
+
+class FixedDrawWidth(Channel):
+    """``channel`` with its noise and fading always drawn for ``draw_width`` symbols per sample.
+
+    A sample of ``n <= draw_width`` symbols is zero-padded to ``draw_width``, sent, and the first
+    ``n`` received symbols (and coefficients) are kept. So, from the same seed and batch, students
+    of any width up to ``draw_width`` see the same noise and fading on the symbols they share, and a
+    symbol a rate controller switches off (sent as 0) consumes its draw like a sent one: the draws
+    do not depend on how many symbols a student sends. Evaluation uses it; training does not.
+    Power conventions are the wrapped channel's: padding happens after power normalization.
+    """
+
+    def __init__(self, channel: Channel, draw_width: int) -> None:
+        super().__init__()
+        if draw_width < 1:
+            raise ValueError(f"draw_width must be >= 1, got {draw_width}")
+        self.channel, self.draw_width = channel, draw_width
+        self.name, self.csi = channel.name, channel.csi
+
+    def transmit(self, x: torch.Tensor, snr_db: torch.Tensor | float) -> ChannelOutput:
+        _check_symbols(x)
+        batch_size, channel_uses = x.shape
+        if channel_uses > self.draw_width:
+            raise ValueError(f"{channel_uses} symbols per sample exceed draw_width={self.draw_width}")
+        padding = torch.zeros(batch_size, self.draw_width - channel_uses, dtype=torch.complex64, device=x.device)
+        sent = self.channel.transmit(torch.cat([x.to(torch.complex64), padding], dim=1), snr_db)
+        return ChannelOutput(sent.received[:, :channel_uses], sent.coefficients[:, :channel_uses], sent.noise_power)
+
+    def _draw_coefficients(self, batch_size: int, channel_uses: int, device: str) -> torch.Tensor:
+        return self.channel._draw_coefficients(batch_size, channel_uses, device)
+
+    def extra_repr(self) -> str:
+        return f"draw_width={self.draw_width}"
 
 
 def build_channel(

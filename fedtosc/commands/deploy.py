@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fedtosc.config import load_config
-
 __all__ = ["prepare_run", "register"]
 
 _STATE_ROOT = Path("~/.fedtosc/deploy")
@@ -135,20 +133,23 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    print(f"run directory: {prepare_run(args.overrides)}")
+    run_dir, _ = prepare_run(args.overrides)
+    print(f"run directory: {run_dir}")
     return 0
 
 
-def prepare_run(overrides: list[str]) -> Path:
-    """The server box's half of a run: resolved config, teacher and knowledge store, all local to it."""
+def prepare_run(overrides: list[str]) -> tuple[Path, bool]:
+    """The server box's half of a run: resolved config, teacher and knowledge store, all local to it.
+
+    Returns the run directory and whether the run resumes (`resume=<run dir>`, as in `fedtosc run`).
+    """
     from fedtosc.deployment import deployment_overrides
     from fedtosc.experiment import prepare_experiment
-    from fedtosc.run_dir import make_run_dir, project_root
+    from fedtosc.run_dir import open_run, project_root
 
-    config = load_config(deployment_overrides(overrides))
-    run_dir = make_run_dir(config, project_root())
+    config, run_dir, resuming = open_run(deployment_overrides(overrides), project_root())
     prepare_experiment(config)
-    return run_dir
+    return run_dir, resuming
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -159,10 +160,13 @@ def _run(args: argparse.Namespace) -> int:
     from fedtosc.run_failure import describe_ended_run
 
     cli_home = _cli_home(args)
-    run_dir = prepare_run(args.overrides)
-    print(f"run directory: {run_dir}")
-    flwr_run(project_root(), cli_home, _SUPERLINK_NAME, run_dir)
-    if not (run_dir / "results.json").is_file():
-        raise FederationLaunchError(describe_ended_run(run_dir, "the SuperLink's log"))
+    run_dir, resuming = prepare_run(args.overrides)
+    print(f"{'resuming run' if resuming else 'run directory'}: {run_dir}")
+    exit_code = flwr_run(project_root(), cli_home, _SUPERLINK_NAME, run_dir, resume=resuming)
+    if exit_code != 0 or not (run_dir / "results.json").is_file():
+        log_hint = "the SuperLink's log"
+        if exit_code != 0:  # what `flwr run` does when the SuperLink goes away mid-run
+            log_hint += f"; `flwr run` exited with code {exit_code}: was the SuperLink stopped or restarted?"
+        raise FederationLaunchError(describe_ended_run(run_dir, log_hint, "fedtosc deploy run"))
     print_summary(read_results(run_dir), run_dir)
     return 0

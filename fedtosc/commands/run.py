@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from fedtosc.config import load_config
-from fedtosc.run_dir import make_run_dir, project_root
+from fedtosc.run_dir import open_run, project_root
 
 __all__ = ["register"]
 
@@ -19,22 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     # The config is checked before torch, Flower and Sionna load: a bad one fails in well under a second.
-    config = load_config(args.overrides)
     root = project_root()
-    resuming = config.resume is not None
-    if resuming:
-        from fedtosc.preflight import check_before_work
-        from fedtosc.run_config import load_run_config, write_run_config
-
-        # The interrupted run's own config, plus any overrides given with resume= (e.g. more rounds).
-        run_dir = Path(config.resume).expanduser().resolve()
-        config = load_run_config(run_dir, overrides=[o for o in args.overrides if not o.startswith("resume=")])
-        check_before_work(config, run_dir)
-        write_run_config(config, run_dir)
-        print(f"resuming run: {run_dir}")
-    else:
-        run_dir = make_run_dir(config, root)
-        print(f"run directory: {run_dir}")
+    config, run_dir, resuming = open_run(args.overrides, root)
+    print(f"{'resuming run' if resuming else 'run directory'}: {run_dir}")
     from fedtosc.experiment import prepare_experiment
     from fedtosc.launch import run_simulation
     from fedtosc.results import print_summary, read_results

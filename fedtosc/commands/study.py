@@ -40,6 +40,20 @@ def _study(args: argparse.Namespace) -> int:
     check_writable(study_dir, "--output")
     print(f"study directory: {study_dir}")
     outcomes = studies.run_study(args.study, list(args.overrides), study_dir, centralized=args.centralized)
+    finished = studies.load_cells([o.run_dir for o in outcomes if o.status != "failed"])
+    study = STUDIES.get(args.study)
+    stem = study.conf
+    rows, claims = [], []
+    if finished:
+        options = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_")) for flag in study.options}
+        rows = study.summarize(finished, **options)
+        claims = study.headline(rows)
+        study.draw(rows, study_dir / f"{stem}.png")
+        studies.write_csv(rows, study_dir / f"{stem}.csv")
+        _print_rows(rows, study.printed)
+        for claim in claims:
+            print(f"claim: {claim['claim']}")
+        print(f"summary: {study_dir / f'{stem}.csv'}, {study_dir / f'{stem}.png'}")
     write_json_atomic(
         study_dir / "study.json",
         {
@@ -50,18 +64,10 @@ def _study(args: argparse.Namespace) -> int:
                 {"name": o.run_dir.name, "axes": o.axes, "status": o.status, "seconds": o.seconds, "message": o.message}
                 for o in outcomes
             ],
+            "claims": claims,
+            "rows": rows,
         },
     )
-    finished = studies.load_cells([o.run_dir for o in outcomes if o.status != "failed"])
-    study = STUDIES.get(args.study)
-    stem = study.conf
-    if finished:
-        options = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_")) for flag in study.options}
-        rows = study.summarize(finished, **options)
-        study.draw(rows, study_dir / f"{stem}.png")
-        studies.write_csv(rows, study_dir / f"{stem}.csv")
-        _print_rows(rows)
-        print(f"summary: {study_dir / f'{stem}.csv'}, {study_dir / f'{stem}.png'}")
     counts = {status: sum(o.status == status for o in outcomes) for status in ("ran", "skipped", "failed")}
     print(f"cells: {counts['ran']} ran, {counts['skipped']} already complete, {counts['failed']} failed")
     for outcome in outcomes:
@@ -70,8 +76,15 @@ def _study(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
-def _print_rows(rows: list[dict]) -> None:
+def _print_rows(rows: list[dict], columns: tuple[str, ...]) -> None:
+    """The study's chosen columns, aligned; numbers to 3 decimals."""
+    shown = [column for column in columns if any(column in row for row in rows)]
+    table = [[_cell_text(row.get(column, "")) for column in shown] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in table)) for i, column in enumerate(shown)]
     print()
-    for row in rows:
-        where = f"label fraction {row['label_fraction']:g}" if "label_fraction" in row else f"{row['channel']:>8} {row['snr_db']:>5g} dB"
-        print(f"{row['series']:<60} {where}: {row['accuracy_mean']:.3f} ± {row['accuracy_std']:.3f} (n={row['num_seeds']})")
+    for line in [shown, *table]:
+        print("  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)))
+
+
+def _cell_text(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)

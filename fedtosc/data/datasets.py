@@ -29,11 +29,17 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 @dataclass(frozen=True)
 class ImageDataset:
-    """Images as uint8 [N, C, H, W] with int64 labels [N]; index i is the sample's identity."""
+    """Images as uint8 [N, C, H, W] with int64 labels [N]; index i is the sample's identity.
+
+    `source_index`: int64 [N], each image's index in the split it was loaded from (the digits
+    set, a folder's sorted listing, a torchvision split); None means 0..N-1. Subsets keep it, so
+    per-image results name the same images whatever caps and splits chose them.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
     class_names: tuple[str, ...]
+    source_index: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -51,9 +57,14 @@ class ImageDataset:
         digest.update("\n".join(self.class_names).encode())
         return digest.hexdigest()[:16]
 
+    @property
+    def dataset_indices(self) -> torch.Tensor:
+        """int64 [N]: each image's index in the split it was loaded from."""
+        return torch.arange(len(self)) if self.source_index is None else self.source_index
+
     def subset(self, indices: np.ndarray) -> "ImageDataset":
         index = torch.as_tensor(indices, dtype=torch.long)
-        return ImageDataset(self.images[index], self.labels[index], self.class_names)
+        return ImageDataset(self.images[index], self.labels[index], self.class_names, self.dataset_indices[index])
 
 
 @dataclass(frozen=True)
@@ -64,12 +75,20 @@ class DataSplits:
 
 def load_dataset(config: DatasetConfig, seed: int = 0) -> DataSplits:
     """Load the dataset `dataset.name` names (`fedtosc.registries.DATASETS`) as train/test splits,
-    capped by max_*_samples."""
+    capped by max_*_samples.
+
+    The caps are drawn from fixed seeds, not the experiment's: they decide which images the
+    dataset has, so every seed shares one teacher store and one test set (paired comparisons
+    pool the same images over seeds); the experiment seed decides who holds what.
+    """
     splits = DATASETS.get(config.name)(config, seed)
     return DataSplits(
-        train=_cap(splits.train, config.max_train_samples, seed),
-        test=_cap(splits.test, config.max_test_samples, seed + 1),
+        train=_cap(splits.train, config.max_train_samples, _TRAIN_CAP_SEED),
+        test=_cap(splits.test, config.max_test_samples, _TEST_CAP_SEED),
     )
+
+
+_TRAIN_CAP_SEED, _TEST_CAP_SEED = 0, 1
 
 
 def _cap(dataset: ImageDataset, max_samples: int | None, seed: int) -> ImageDataset:

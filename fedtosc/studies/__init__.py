@@ -1,13 +1,15 @@
 """Studies users run: a grid of experiments (one run directory per cell) and its summary.
 
 `sweep` expands a grid from conf/study/ with Hydra's basic sweeper and runs each cell as a
-`fedtosc run` (or `fedtosc train`), resuming finished cells; `tables` turns the cells'
-results.json files into one CSV and one figure per study.
+`fedtosc run` (or `fedtosc train`), once per arm, resuming finished cells; `tables` turns the
+cells' results.json files into one CSV and one figure per study (`mismatch`, `bandwidth` and
+`knowledge_rate` do it for their studies), with arms compared per test image by `paired`.
 """
 
 from fedtosc.studies.sweep import CellOutcome, run_study
 from fedtosc.studies.tables import (
     Cell,
+    data_efficiency_claims,
     data_efficiency_rows,
     load_cells,
     plot_data_efficiency,
@@ -19,6 +21,7 @@ from fedtosc.studies.tables import (
 __all__ = [
     "Cell",
     "CellOutcome",
+    "data_efficiency_claims",
     "data_efficiency_rows",
     "load_cells",
     "plot_data_efficiency",

@@ -5,6 +5,13 @@ axis (`method=full,labels_only`) or fix any other key (`federation.rounds=2`). H
 sweeper expands and validates the grid; each cell runs as a child process (so Flower, Ray and
 torch state never leak between cells) into <study>/cells/<axes>/. A cell whose results.json is
 complete and whose stored config equals the cell's config now is skipped, so a study resumes.
+
+Arms: a study may name arms (`Study.arms`: name -> overrides), each a different training config
+(a method, or a specialist's own channel). The grid runs once per arm with the arm's overrides,
+which pin the keys they set (an arm's `seed=0` replaces the seed axis for that arm), and `arm` is
+an axis of every cell; `arm=a,b` on the command line runs only those arms. A study's follow-up
+(`Study.follow_up`) then derives more cells from the finished ones, e.g. a fixed-rate arm at the
+rate a learned-rate cell sent, and runs them the same way.
 """
 
 from __future__ import annotations
@@ -33,8 +40,9 @@ from fedtosc.registries import STUDIES
 from fedtosc.registry import UnknownEntryError
 from fedtosc.results import read_results, write_json_atomic
 
-__all__ = ["CELL_FILE", "CellOutcome", "cell_name", "run_study"]
+__all__ = ["ARM", "CELL_FILE", "CellOutcome", "cell_name", "run_study"]
 
+ARM = "arm"  # the axis naming a cell's arm, in studies that have arms
 CELL_FILE = "cell.json"  # the cell's axis values, beside the run's own files
 LOG_FILE = "fedtosc.log"
 _MAX_NAME_CHARS = 120
@@ -66,20 +74,64 @@ def cell_name(axes: dict[str, str]) -> str:
 
 
 def run_study(study: str, overrides: list[str], study_dir: Path, centralized: bool = False) -> list[CellOutcome]:
-    """Run every cell of `study` (a name in fedtosc.registries.STUDIES) not already complete under study_dir/cells/.
+    """Run every cell of `study` (a name in fedtosc.registries.STUDIES) not already complete under
+    study_dir/cells/: each selected arm's grid, then the cells its follow-up derives.
 
-    Raises ConfigError for an unknown study, a key the schema lacks or a grid Hydra can't compose.
+    Raises ConfigError for an unknown study or arm, a key the schema lacks or a grid Hydra can't compose.
     """
     try:
-        conf_name = STUDIES.get(study).conf
+        entry = STUDIES.get(study)
     except UnknownEntryError as error:
         raise ConfigError(str(error)) from None
     study_dir = study_dir.expanduser().resolve()
     if ":" in str(study_dir):
         raise ConfigError(f"study directory {study_dir} contains ':', which breaks Flower's app path on Ray workers")
-    axis_keys = _axis_keys(conf_name, overrides)
+    arms, overrides = _selected_arms(study, entry.arms, overrides)
+    run = functools.partial(_run_grid, study, entry.conf, study_dir=study_dir, centralized=centralized)
+    outcomes = [outcome for arm, pinned in arms.items() for outcome in run(arm, _pinned_over(overrides, pinned))]
+    if entry.follow_up is not None:
+        finished = [outcome for outcome in outcomes if outcome.status != "failed"]
+        for arm, pinned in entry.derive(finished):
+            outcomes += run(arm, _pinned_over(overrides, pinned))
+    return outcomes
+
+
+def _selected_arms(study: str, arms: dict[str, tuple[str, ...]], overrides: list[str]) -> tuple[dict, list[str]]:
+    """The arms to run ({None: ()} for a study without arms) and the overrides without `arm=`."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    chosen = [
+        str(value)
+        for o in parsed
+        if o.key_or_group == ARM
+        for value in (o.sweep_string_iterator() if o.is_sweep_override() else [o.value()])
+    ]
+    rest = [text for text, o in zip(overrides, parsed, strict=True) if o.key_or_group != ARM]
+    if not arms:
+        if chosen:
+            raise ConfigError(f"study {study} has no arms; it sweeps its grid only")
+        return {None: ()}, rest
+    unknown = [name for name in chosen if name not in arms]
+    if unknown:
+        raise ConfigError(f"study {study} has no arm {unknown}; its arms: {list(arms)}")
+    return {name: pins for name, pins in arms.items() if not chosen or name in chosen}, rest
+
+
+def _pinned_over(overrides: list[str], pinned: tuple[str, ...] | list[str]) -> list[str]:
+    """`overrides` with the keys `pinned` sets replaced by `pinned`'s values (an arm's own settings win)."""
+    parser = OverridesParser.create()
+    keys = {o.key_or_group for o in parser.parse_overrides(list(pinned))}
+    kept = [text for text, o in zip(overrides, parser.parse_overrides(overrides), strict=True) if o.key_or_group not in keys]
+    return [*kept, *pinned]
+
+
+def _run_grid(study: str, conf_name: str, arm: str | None, overrides: list[str], study_dir: Path, centralized: bool) -> list[CellOutcome]:
+    """One Hydra multirun over the grid of conf/study/<conf_name>.yaml under `overrides`."""
     task = functools.partial(
-        _run_cell, cells_dir=study_dir / "cells", axis_keys=axis_keys, command="train" if centralized else "run"
+        _run_cell,
+        cells_dir=study_dir / "cells",
+        axis_keys=_axis_keys(conf_name, overrides),
+        command="train" if centralized else "run",
+        arm=arm,
     )
     hydra_overrides = [
         *overrides,
@@ -118,11 +170,13 @@ def _quoted(path: Path) -> str:
     return f"'{path}'"
 
 
-def _run_cell(cfg: DictConfig, cells_dir: Path, axis_keys: list[str], command: str) -> CellOutcome:
+def _run_cell(cfg: DictConfig, cells_dir: Path, axis_keys: list[str], command: str, arm: str | None) -> CellOutcome:
     """Hydra's task function: one cell, run as `fedtosc <command> <the cell's overrides>`."""
     overrides = list(HydraConfig.get().overrides.task)
     values = {o.key_or_group: str(o.value()) for o in OverridesParser.create().parse_overrides(overrides)}
     axes = {key: values[key] for key in axis_keys if key in values}
+    if arm is not None:
+        axes[ARM] = arm
     run_dir = cells_dir / cell_name(axes)
     try:
         expected = config_from_json({**OmegaConf.to_container(cfg, resolve=True), "output_dir": str(run_dir)})

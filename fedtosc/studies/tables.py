@@ -1,7 +1,9 @@
 """A study's summary: its cells' results.json files grouped over seeds into one CSV and one figure.
 
-Each cell is a run directory (config.yaml, results.json) plus cell.json naming its axis values.
-Cells that differ only in `seed` form one point: mean and sample standard deviation over seeds.
+Each cell is a run directory (config.yaml, results.json, outcomes.safetensors) plus cell.json
+naming its axis values. Cells that differ only in `seed` form one point: mean and sample standard
+deviation over seeds; differences between arms are paired per test image (`paired_columns`).
+The data-efficiency and snr-sweep studies live here; the others have a module each.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
+import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +21,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 from omegaconf import OmegaConf
 
+from fedtosc.outcomes import RunOutcomes, outcome_key, read_outcomes
 from fedtosc.results import read_results  # importing it selects matplotlib's headless Agg backend
-from fedtosc.studies.sweep import CELL_FILE
+from fedtosc.studies.paired import ArmOutcomes, paired_difference
+from fedtosc.studies.sweep import ARM, CELL_FILE
 
 __all__ = [
     "Cell",
+    "accuracy_at",
+    "cells_by_arm",
+    "data_efficiency_claims",
     "data_efficiency_rows",
+    "paired_columns",
+    "spread",
     "load_cells",
     "plot_data_efficiency",
     "plot_snr_sweep",
+    "save_figure",
     "snr_sweep_rows",
     "write_csv",
 ]
@@ -33,6 +45,9 @@ __all__ = [
 _SEED = "seed"
 _LABEL_FRACTION = "dataset.label_fraction"
 _CLIENTS = "channel.clients"
+_METHOD = "method"
+_HEADLINE_FRACTION = 0.1  # the label fraction whose `full` accuracy labels_only must come within a point of
+_HEADLINE_MARGIN = 0.01
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,39 @@ class Cell:
     axes: dict[str, str]
     config: dict[str, Any]
     results: dict[str, Any]
+
+    @cached_property
+    def _outcomes(self) -> RunOutcomes:
+        return read_outcomes(self.run_dir)
+
+    def outcomes_at(self, channel: str, snr_db: float) -> ArmOutcomes:
+        """Which test images this cell's student got right on `channel` at `snr_db`."""
+        key = outcome_key(channel, snr_db)
+        if key not in self._outcomes.correct:
+            raise ValueError(f"{self.run_dir}: no per-image outcomes at {key}; it has {sorted(self._outcomes.correct)}")
+        return ArmOutcomes(str(self.run_dir), self._outcomes.seed, self._outcomes.test_index, self._outcomes.correct[key])
+
+
+def paired_columns(this: list[Cell], other: list[Cell], other_name: str, channel: str, snr_db: float) -> dict[str, Any]:
+    """`paired_with` = other_name, `paired_seeds`, and `difference[_low|_high|_p]`: accuracy of
+    `this` − `other`, paired per test image over the seeds both have (`fedtosc.studies.paired`);
+    no columns when they share no seed. A grid finished in parts pairs what has landed."""
+    seeds = {int(cell.config["seed"]) for cell in this} & {int(cell.config["seed"]) for cell in other}
+    if not seeds:
+        return {}
+    this, other = ([cell for cell in cells if int(cell.config["seed"]) in seeds] for cells in (this, other))
+    difference = paired_difference(
+        [cell.outcomes_at(channel, snr_db) for cell in this], [cell.outcomes_at(channel, snr_db) for cell in other]
+    )
+    return {"paired_with": other_name, "paired_seeds": ";".join(map(str, sorted(seeds))), **difference.columns("difference")}
+
+
+def cells_by_arm(cells: list[Cell]) -> dict[str, list[Cell]]:
+    """The cells of each arm (the `arm` axis), in the order arms first appear, each list by seed."""
+    arms: dict[str, list[Cell]] = defaultdict(list)
+    for cell in cells:
+        arms[cell.axes.get(ARM, "")].append(cell)
+    return {arm: sorted(members, key=lambda cell: int(cell.config["seed"])) for arm, members in arms.items()}
 
 
 def load_cells(run_dirs: list[Path]) -> list[Cell]:
@@ -68,7 +116,12 @@ def data_efficiency_rows(cells: list[Cell], channel: str, snr_db: float) -> list
         groups[(_series_key(cell, exclude=(_SEED, _LABEL_FRACTION)), fraction)].append(cell)
     rows = []
     for (series, fraction), members in sorted(groups.items()):
-        accuracies = [_accuracy_at(cell, channel, snr_db) for cell in members]
+        accuracies = [accuracy_at(cell, channel, snr_db) for cell in members]
+        baseline = groups.get((_with_method(series, "labels_only"), fraction))
+        paired = (
+            paired_columns(members, baseline, "labels_only", channel, snr_db)
+            if dict(series).get(_METHOD) == "full" and baseline else {}
+        )
         rows.append(
             {
                 **dict(series),
@@ -77,11 +130,70 @@ def data_efficiency_rows(cells: list[Cell], channel: str, snr_db: float) -> list
                 "label_fraction": fraction,
                 "channel": channel,
                 "snr_db": snr_db,
-                **_spread(accuracies, members),
+                **spread(accuracies, members),
                 "teacher_accuracy": float(np.mean([cell.results["teacher"]["accuracy"] for cell in members])),
+                **paired,
             }
         )
+    context_axes = {key for cell in cells for key in cell.axes} - {_SEED, _LABEL_FRACTION, _METHOD}
+    return _with_headline(rows, context_axes)
+
+
+def data_efficiency_claims(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The headline per client profile: the smallest label fraction at which labels_only comes within
+    1 point of what full reaches at 10%, read off the log-fraction axis."""
+    claims = []
+    for profile, row in {row["headline_profile"]: row for row in rows if "headline_profile" in row}.items():
+        reached = row["labels_only_within_1pt_of_full_at_10pct"]
+        where = "is never reached" if reached == "not reached" else f"is reached at a label fraction of {reached:.3g}"
+        claims.append({
+            "claim": f"{profile}: full reaches {row['full_accuracy_at_10pct']:.3f} at 10% of the labels; "
+                     f"labels_only within 1 point of it {where}",
+            "profile": profile,
+            "full_accuracy_at_10pct": row["full_accuracy_at_10pct"],
+            "labels_only_within_1pt_of_full_at_10pct": reached,
+        })
+    return claims
+
+
+def _with_method(series: tuple[tuple[str, str], ...], method: str) -> tuple[tuple[str, str], ...]:
+    return tuple((key, method if key == _METHOD else value) for key, value in series)
+
+
+def _with_headline(rows: list[dict[str, Any]], context_axes: set[str]) -> list[dict[str, Any]]:
+    """The rows of full and labels_only that share the `context_axes` (e.g. channel.clients) get
+    their headline, when full ran at 10%."""
+    curves: dict[tuple, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        context = tuple(sorted((key, row.get(key)) for key in context_axes))
+        curves[context][row.get(_METHOD, "")].append(row)
+    for methods in curves.values():
+        at_10pct = [row for row in methods.get("full", []) if row["label_fraction"] == _HEADLINE_FRACTION]
+        if not at_10pct or not methods.get("labels_only"):
+            continue
+        target = at_10pct[0]["accuracy_mean"]
+        reached = _smallest_fraction_reaching(methods["labels_only"], target - _HEADLINE_MARGIN)
+        for row in (*methods["full"], *methods["labels_only"]):
+            row.update({
+                "headline_profile": f"{row['profile']} clients ({row['mean_client_snr_db']:g} dB mean)",
+                "full_accuracy_at_10pct": target,
+                "labels_only_within_1pt_of_full_at_10pct": reached,
+            })
     return rows
+
+
+def _smallest_fraction_reaching(curve: list[dict[str, Any]], target: float) -> float | str:
+    """Where the mean accuracy curve first reaches `target`, linear in log(fraction) between the
+    points either side; the smallest fraction run if it starts above; "not reached" if it never does."""
+    points = sorted((row["label_fraction"], row["accuracy_mean"]) for row in curve)
+    for index, (fraction, accuracy) in enumerate(points):
+        if accuracy >= target:
+            if index == 0:
+                return fraction
+            below_fraction, below_accuracy = points[index - 1]
+            share = (target - below_accuracy) / (accuracy - below_accuracy)
+            return math.exp(math.log(below_fraction) + share * (math.log(fraction) - math.log(below_fraction)))
+    return "not reached"
 
 
 def snr_sweep_rows(cells: list[Cell]) -> list[dict[str, Any]]:
@@ -95,7 +207,7 @@ def snr_sweep_rows(cells: list[Cell]) -> list[dict[str, Any]]:
         curves = members[0].results["accuracy_vs_snr"]
         for channel in curves:
             for snr_db in sorted({float(snr) for snr in curves[channel]}):
-                accuracies = [_accuracy_at(cell, channel, snr_db) for cell in members]
+                accuracies = [accuracy_at(cell, channel, snr_db) for cell in members]
                 rows.append(
                     {
                         **dict(series),
@@ -103,7 +215,7 @@ def snr_sweep_rows(cells: list[Cell]) -> list[dict[str, Any]]:
                         **_profile_columns(members[0]),
                         "channel": channel,
                         "snr_db": snr_db,
-                        **_spread(accuracies, members),
+                        **spread(accuracies, members),
                     }
                 )
     return rows
@@ -140,7 +252,7 @@ def plot_data_efficiency(rows: list[dict[str, Any]], path: Path) -> None:
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_snr_sweep(rows: list[dict[str, Any]], path: Path) -> None:
@@ -166,7 +278,7 @@ def plot_snr_sweep(rows: list[dict[str, Any]], path: Path) -> None:
     if rows:
         figure.suptitle(f"accuracy vs SNR; {_seeds_note(rows)}", fontsize=10)
     figure.tight_layout(rect=(0, 0.05 + 0.05 * legend_rows, 1, 1))
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def _series_key(cell: Cell, exclude: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -209,7 +321,8 @@ def _profile_columns(cell: Cell) -> dict[str, Any]:
     }
 
 
-def _accuracy_at(cell: Cell, channel: str, snr_db: float) -> float:
+def accuracy_at(cell: Cell, channel: str, snr_db: float) -> float:
+    """The cell's accuracy on eval link `channel` at `snr_db`, from results.json."""
     curves = cell.results["accuracy_vs_snr"]
     if channel not in curves:
         raise ValueError(f"{cell.run_dir}: no accuracy on channel {channel!r}; it has {sorted(curves)}")
@@ -220,7 +333,7 @@ def _accuracy_at(cell: Cell, channel: str, snr_db: float) -> float:
     raise ValueError(f"{cell.run_dir}: no accuracy at {snr_db:g} dB on {channel}; evaluated SNRs: {available}")
 
 
-def _spread(accuracies: list[float], cells: list[Cell]) -> dict[str, Any]:
+def spread(accuracies: list[float], cells: list[Cell]) -> dict[str, Any]:
     """Mean, sample s.d. (0 for a single seed), and the per-seed values so the CSV keeps them."""
     return {
         "accuracy_mean": float(np.mean(accuracies)),
@@ -249,7 +362,8 @@ def _seeds_note(rows: list[dict[str, Any]]) -> str:
     return f"mean ± s.d. over {seeds} seed{'s' if counts != [1] else ''}"
 
 
-def _save(figure: Any, path: Path) -> None:
+def save_figure(figure: Any, path: Path) -> None:
+    """Write `figure` as a PNG at `path` and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     plt.close(figure)
