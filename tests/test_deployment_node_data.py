@@ -133,3 +133,11 @@ def test_the_app_bundle_carries_only_code_and_conf() -> None:
 
     assert {name.split("/")[0] for name in names} == {"server", "clients", "fedtosc", "conf", "pyproject.toml", ".info"}
     assert "clients/client_app.py" in names and "conf/config.yaml" in names
+
+
+def test_a_deployment_defaults_to_transfer_set_delivery_but_a_resumed_run_keeps_its_own() -> None:
+    from fedtosc.deployment import deployment_overrides
+
+    assert deployment_overrides(["federation.rounds=2"]) == ["knowledge.delivery=transfer_set", "federation.rounds=2"]
+    assert deployment_overrides(["knowledge.delivery=digest"]) == ["knowledge.delivery=digest"]
+    assert deployment_overrides(["resume=runs/x", "federation.rounds=4"]) == ["resume=runs/x", "federation.rounds=4"]
