@@ -1,8 +1,10 @@
 """The ClientApp: what an edge device does with each message from the server.
 
-describe  -> remember the run's config, report partition and channel profile
-knowledge -> cache this node's knowledge slice in its context state (sent once per run)
-train     -> distill the global student on local data through the node's channel, reply weights
+describe  -> remember the run's config; report counts and channel profile (and whether the shared
+             payload is already in this node's cache); its own data is read and checked here
+knowledge -> keep what the server sends once: a partition's knowledge slice in the context state,
+             or the shared transfer_set / digest payload in the node's cache, by fingerprint
+train     -> train the global student on local data through the node's channel, reply weights
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from flwr.clientapp import ClientApp
 
 from fedtosc.experiment import resolve_device
 from fedtosc.federation.client_round import run_client_round
-from fedtosc.federation.messages import CONFIG_JSON
-from fedtosc.federation.node import cached_experiment, node_facts
-from fedtosc.federation.node_data import local_data
+from fedtosc.federation.node import NodeView, node_view
+from fedtosc.federation.node_data import local_data, shared_delivery_data
+from fedtosc.federation.payload_cache import cached_payload, save_payload
 from fedtosc.federation.payloads import KNOWLEDGE_ARRAYS, KNOWLEDGE_HEADER
+from fedtosc.training import LocalData
 
 app = ClientApp()
 
@@ -23,46 +26,59 @@ app = ClientApp()
 @app.query("describe")
 def describe(msg: Message, context: Context) -> Message:
     context.state["config"] = msg.content.config_records["config"]
-    experiment = cached_experiment(str(context.state["config"][CONFIG_JSON]))
-    facts = node_facts(context, experiment.config)
-    reply = ConfigRecord(
-        {
-            "partition-id": facts.partition_id,
-            "channel-profile": facts.profile.describe(),
-            "num-examples": len(experiment.plan.client_indices[facts.partition_id]),
-        }
-    )
+    context.state["run"] = msg.content.config_records["run"]
+    node = node_view(context)
+    reply = node.describe(share_class_counts=bool(context.node_config.get("share-class-counts", False)))
+    reply["has-payload"] = cached_payload(node.cache_dir, node.fingerprint) is not None
     return Message(RecordDict({"node": reply}), reply_to=msg)
 
 
 @app.query("knowledge")
 def receive_knowledge(msg: Message, context: Context) -> Message:
-    context.state[KNOWLEDGE_ARRAYS] = msg.content.array_records[KNOWLEDGE_ARRAYS]
-    context.state[KNOWLEDGE_HEADER] = msg.content.config_records[KNOWLEDGE_HEADER]
+    node = node_view(context)
+    if node.fingerprint:
+        save_payload(node.cache_dir, node.fingerprint, msg.content)
+    else:
+        context.state[KNOWLEDGE_ARRAYS] = msg.content.array_records[KNOWLEDGE_ARRAYS]
+        context.state[KNOWLEDGE_HEADER] = msg.content.config_records[KNOWLEDGE_HEADER]
     return Message(RecordDict({"ack": ConfigRecord({"received": True})}), reply_to=msg)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    experiment = cached_experiment(str(context.state.config_records["config"][CONFIG_JSON]))
-    # Parsed once per Ray actor with the experiment: parsing per call cost ~75 ms x every client x round.
-    config = experiment.config
-    facts = node_facts(context, config)
+    node = node_view(context)
+    # The experiment is parsed once per Ray actor: parsing per call cost ~75 ms x every client x round.
+    config = node.experiment.config
     train_config = msg.content.config_records["config"]
     # A resumed run restarts Flower's round count; seeds and SNR paths follow the original count.
     server_round = int(train_config["server-round"]) + int(train_config.get("round-offset", 0))
-    knowledge = _cached_knowledge(context) if config.knowledge.mode == "prestored" else None
     state, metrics = run_client_round(
-        experiment,
-        facts.partition_id,
-        facts.profile,
-        local_data(experiment, facts.partition_id, knowledge),
+        node.experiment,
+        node.facts.partition_id,
+        node.facts.profile,
+        _training_data(node, context),
         msg.content.array_records["arrays"].to_torch_state_dict(),
         server_round,
         resolve_device(config.device),
     )
     content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
+
+
+def _training_data(node: NodeView, context: Context) -> LocalData:
+    config = node.experiment.config
+    prestored = config.knowledge.mode == "prestored"
+    if node.own is None:  # partition delivery
+        return local_data(node.experiment, node.facts.partition_id, _cached_knowledge(context) if prestored else None)
+    if not prestored:
+        return shared_delivery_data(node.own, None, config.knowledge.temperature)
+    payload = cached_payload(node.cache_dir, node.fingerprint)
+    if payload is None:
+        raise RuntimeError(
+            f"the shared payload {node.fingerprint} is not in this node's cache ({node.cache_dir}): "
+            "the server must send query.knowledge before training"
+        )
+    return shared_delivery_data(node.own, payload, config.knowledge.temperature)
 
 
 def _cached_knowledge(context: Context) -> RecordDict:

@@ -15,7 +15,7 @@ from fedtosc.launch import FederationLaunchError
 __all__ = ["main"]
 
 # Adding a subcommand is adding its module here.
-COMMANDS = ("fedtosc.commands.run", "fedtosc.commands.deploy", "fedtosc.commands.knowledge", "fedtosc.commands.study", "fedtosc.commands.report", "fedtosc.commands.train", "fedtosc.commands.teacher")
+COMMANDS = ("fedtosc.commands.run", "fedtosc.commands.deploy", "fedtosc.commands.data", "fedtosc.commands.knowledge", "fedtosc.commands.study", "fedtosc.commands.report", "fedtosc.commands.train", "fedtosc.commands.teacher")
 
 # (module, class) of the errors whose message tells the user what to fix. Looked up only in
 # modules already imported, so the CLI never loads torch to catch an error: a class whose module

@@ -54,9 +54,17 @@ class DatasetConfig:
     # that every client holds; the teacher's knowledge covers only it, never the clients' private data.
     transfer_fraction: float = 0.0
     label_fraction: float = 1.0  # share of client samples whose labels are used (CE term)
+    # A folder of node0/, node1/, ... (`fedtosc data split` writes one): simulated node i reads its own
+    # data from node<i>/ through the same loader a SuperNode's `data-path` uses. null: partitions of this dataset.
+    node_root: str | None = None
     max_train_samples: int | None = None  # cap, for quick runs on big datasets
     max_test_samples: int | None = None
     cache_dir: str | None = "~/.cache/fedtosc/datasets"  # decoded image-folder arrays; null disables the cache
+
+    def __post_init__(self) -> None:
+        # Resolved where the config is built: simulated nodes run from Flower's app copy, not this directory.
+        if self.node_root:
+            self.node_root = str(Path(self.node_root).expanduser().resolve())
 
 
 @dataclass
@@ -135,6 +143,12 @@ class KnowledgeConfig:
     views: int = 1
     view_seed: int = 0  # draws the views once per store, independent of the experiment's seed
     cache_dir: str = "~/.cache/fedtosc/knowledge"
+    # How a node gets knowledge for its samples (docs/deployment.md):
+    # partition: the store's rows for its partition of the server's dataset (every node holds that dataset);
+    # transfer_set: the server's transfer set itself (samples as uint8 + their knowledge), once per node,
+    #   cached there by fingerprint; nodes distil on it and train CE on their own, private samples;
+    # digest: the knowledge keyed by sha256 of each sample's bytes, for nodes holding a public dataset.
+    delivery: str = "partition"
 
 
 @dataclass
@@ -207,6 +221,7 @@ class ExperimentConfig:
 _ENUMS: dict[str, tuple[str, ...]] = {
     "teacher.head": ("zero_shot", "linear_probe"),
     "knowledge.mode": ("prestored", "online", "none"),
+    "knowledge.delivery": ("partition", "transfer_set", "digest"),
     "device": ("auto", "cpu", "cuda"),
 }
 
@@ -267,6 +282,17 @@ def check_ranges(config: ExperimentConfig) -> None:
         raise ConfigError(f"dataset.server_fraction={config.dataset.server_fraction} must be in [0, 1)")
     if not 0 <= config.dataset.transfer_fraction < 1 - config.dataset.server_fraction:
         raise ConfigError("dataset.transfer_fraction must be in [0, 1 - dataset.server_fraction)")
+    if config.knowledge.mode == "online" and config.knowledge.delivery != "partition":
+        raise ConfigError(
+            "knowledge.mode=online runs the teacher on each node's samples, which nodes with their own data "
+            "cannot send: use knowledge.mode=prestored with knowledge.delivery="
+            f"{config.knowledge.delivery}, or knowledge.delivery=partition"
+        )
+    if config.dataset.node_root is not None and config.knowledge.mode == "prestored" and config.knowledge.delivery == "partition":
+        raise ConfigError(
+            "dataset.node_root gives nodes their own data, which the server cannot index: "
+            "set knowledge.delivery=transfer_set (or digest)"
+        )
     if config.student.min_channel_uses > config.student.channel_uses:
         raise ConfigError("student.min_channel_uses must be <= student.channel_uses")
     if config.student.rate_adaptive and not config.student.adaptive:

@@ -1,7 +1,7 @@
 """Deploying fedtosc on real machines: TLS material, SuperNode keys, and the Flower command lines.
 
 The server box runs `flower-superlink` (teacher and knowledge store stay local to it); each edge
-box runs `flower-supernode` with its node config (partition id, channel profile). TLS and SuperNode
+box runs `flower-supernode` with its node config (its own data, channel profile). TLS and SuperNode
 authentication are on by default; turning either off takes an explicit `insecure=True` /
 `node_auth=False`. `fedtosc deploy ...` (fedtosc/commands/deploy.py) and docs/deployment.md use this.
 """
@@ -23,6 +23,8 @@ __all__ = [
     "DEFAULT_SUPERLINK_PORT",
     "NodeSettings",
     "TlsFiles",
+    "check_node_data",
+    "deployment_overrides",
     "flwr_run",
     "load_node_settings",
     "make_certificates",
@@ -183,8 +185,12 @@ def load_node_settings(path: Path, *, insecure: bool = False) -> NodeSettings:
     if "superlink" not in data:
         raise ValueError(f"{path}: `superlink` (host:port of the SuperLink) is required")
     node_config = dict(data.get("node-config", {}))
-    if "partition-id" not in node_config:
-        raise ValueError(f"{path}: [node-config] needs partition-id (this box's data partition)")
+    if "data-path" not in node_config and "partition-id" not in node_config:
+        raise ValueError(f"{path}: [node-config] needs data-path (this box's own data) or partition-id "
+                         "(a partition of the server's dataset, which the box must then hold)")
+    for key in ("data-path", "cache-dir"):  # like the certificates: relative to the node file
+        if key in node_config:
+            node_config[key] = str((path.parent / Path(str(node_config[key])).expanduser()).resolve())
 
     def resolve(key: str) -> Path | None:
         if insecure:
@@ -201,6 +207,28 @@ def load_node_settings(path: Path, *, insecure: bool = False) -> NodeSettings:
         node_config=node_config,
         runtime_port=int(data.get("runtime-port", DEFAULT_SUPERNODE_RUNTIME_PORT)),
     )
+
+
+def check_node_data(settings: NodeSettings) -> str | None:
+    """Read the box's `data-path` before it joins: a NodeDataError naming the file stops the SuperNode
+    here. Returns a one-line summary (None for a partition node, which holds the server's dataset)."""
+    from fedtosc.data.local import read_node_data
+
+    if "data-path" not in settings.node_config:
+        return None
+    path = Path(str(settings.node_config["data-path"]))
+    samples = read_node_data(path)
+    shape = "x".join(str(side) for side in samples.images.shape[1:])
+    return f"node data {path}: {len(samples)} samples ({shape}), {int((samples.labels != '').sum())} labelled by name"
+
+
+def deployment_overrides(overrides: list[str]) -> list[str]:
+    """A deployment's defaults before the user's overrides: boxes own their data, so knowledge
+    travels as the server's transfer set (knowledge.delivery=transfer_set) unless the run says otherwise.
+    A resumed run (`resume=<run dir>`) keeps the delivery it was started with."""
+    if any(override.lstrip("+~").startswith(("knowledge.delivery=", "resume=")) for override in overrides):
+        return list(overrides)
+    return ["knowledge.delivery=transfer_set", *overrides]
 
 
 def node_config_arg(node_config: dict[str, str | int | float | bool]) -> str:

@@ -60,7 +60,7 @@ def resolve_device(name: str) -> torch.device:
 
 def load_experiment(config: ExperimentConfig) -> Experiment:
     splits = load_dataset(config.dataset, config.seed)
-    plan = plan_data(splits.train.labels.numpy(), config.dataset, config.federation, config.seed)
+    plan = plan_data(splits.train.labels.numpy(), config.dataset, config.federation, config.seed, config.knowledge.delivery)
     return Experiment(config, splits, plan, splits.train.fingerprint())
 
 

@@ -2,7 +2,7 @@
 
 `load_config` checks keys, types and ranges; this module checks the config against the machine
 and against itself, the things that would otherwise fail only after the teacher has trained:
-the dataset's root and layout, `knowledge.k` and `teacher.class_names` against the dataset's
+the dataset's root and layout, the simulated nodes' folders, `knowledge.k` and `teacher.class_names` against the dataset's
 class count, the teacher checkpoint, keys that have no effect for the chosen entry, and that the
 output and cache folders can be written. Every command that takes a config calls
 :func:`load_checked_config` (or :func:`check_before_work` on a config it already holds).
@@ -66,6 +66,13 @@ def check_before_work(config: ExperimentConfig, output: Path | None = None) -> N
         checkpoint = Path(config.teacher.checkpoint).expanduser()
         if not checkpoint.is_file():
             raise ConfigError(f"teacher.checkpoint={checkpoint} is not a file; {_CHECKPOINT_FIX[config.teacher.name]}")
+    if config.dataset.node_root is not None:
+        missing = [f"node{i}" for i in range(config.federation.num_clients) if not (Path(config.dataset.node_root) / f"node{i}").is_dir()]
+        if missing:
+            raise ConfigError(
+                f"dataset.node_root={config.dataset.node_root} has no {', '.join(missing)}/: write them with "
+                f"`fedtosc data split --out {config.dataset.node_root} federation.num_clients={config.federation.num_clients}`"
+            )
     folders = {"teacher.cache_dir": config.teacher.cache_dir, "knowledge.cache_dir": config.knowledge.cache_dir}
     if config.dataset.cache_dir and config.dataset.name == "image_folder":
         folders["dataset.cache_dir"] = config.dataset.cache_dir

@@ -24,6 +24,8 @@ from fedtosc.results import plot_accuracy_vs_snr, plot_channel_uses, write_json_
 
 __all__ = ["finish_run"]
 
+_NODE_FACTS = ("num-examples", "num-labelled", "class-counts", "broadcast-bytes", "has-payload")
+
 
 def finish_run(
     run_dir: Path,
@@ -36,12 +38,15 @@ def finish_run(
     knowledge_bytes: int,
     mode: str,
     started: float,
+    payload_bytes: int | None = None,
 ) -> dict:
     """Sweep the final student; write student.safetensors, outcomes.safetensors, results.json and the
     plots; return the results.
 
-    `nodes`: node id -> {"partition-id", "channel-profile"}; `knowledge_bytes`: the broadcast's
-    size; `mode`: federated | centralized; `started`: `time.perf_counter()` when training began.
+    `nodes`: node id -> its describe reply (partition-id, channel-profile, counts, broadcast-bytes);
+    `knowledge_bytes`: the broadcast's size; `mode`: federated | centralized; `started`:
+    `time.perf_counter()` when training began; `payload_bytes`: the shared payload's size
+    (transfer_set / digest delivery).
     """
     config = experiment.config
     links, accuracy, channel_uses, correct = evaluator.sweep(student)
@@ -66,7 +71,10 @@ def finish_run(
             ),
             "num_samples": header.num_samples,
             "build_seconds": header.extra["build_seconds"],
+            "delivery": config.knowledge.delivery,
             "broadcast_bytes": knowledge_bytes,
+            # transfer_set / digest: the one payload every node without it cached receives
+            "payload_bytes": payload_bytes,
         },
         "federation": {
             "mode": mode,
@@ -75,6 +83,10 @@ def finish_run(
             "strategy": config.strategy.name,
             "client_snr_db": [nominal_snr_db(p) for p in client_profiles(config.channel, config.federation.num_clients)],
             "client_channel_profiles": {str(n["partition-id"]): n["channel-profile"] for n in nodes.values()},
+            # What the server learnt of each node (counts only; class counts if the node allowed it)
+            # and the bytes it sent it before the rounds.
+            "nodes": {str(n["partition-id"]): {key.replace("-", "_"): value for key, value in n.items() if key in _NODE_FACTS}
+                      for n in nodes.values()},
         },
         "evaluation": {
             # Where the links came from: an explicit list, or the clients' own links (eval_channels=null).

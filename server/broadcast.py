@@ -1,23 +1,35 @@
-"""Knowledge broadcast: learn which node holds which partition, then send each node its slice once."""
+"""Knowledge broadcast: describe the run to every node, then send each node what it lacks, once.
+
+`describe` carries the run's config, the classes and input shape (for nodes with their own
+data), each node's slot, and the shared payload's fingerprint; the reply is counts, the channel
+profile and whether the node's cache already holds that payload. `plan_broadcast` then decides
+what each node gets: its partition's knowledge slice (partition delivery), the shared payload
+(transfer_set / digest delivery) unless cached, and every byte of it is counted per node.
+"""
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
-from logging import INFO
+from dataclasses import dataclass
+from logging import INFO, WARNING
 
-import numpy as np
-from flwr.app import Message, RecordDict
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from fedtosc.config import ExperimentConfig
+from fedtosc.experiment import Experiment
 from fedtosc.federation.messages import DESCRIBE, KNOWLEDGE, config_record
+from fedtosc.federation.node import RUN_CLASS_NAMES, RUN_FINGERPRINT, RUN_IMAGE_SHAPE, RUN_SLOT
 from fedtosc.federation.payloads import knowledge_record, payload_bytes
+from fedtosc.knowledge.store import KnowledgeStore
 
-__all__ = ["NodeInfo", "describe_nodes", "send_knowledge", "wait_for_nodes"]
+__all__ = ["BroadcastPlan", "NodeInfo", "describe_nodes", "plan_broadcast", "send_knowledge", "wait_for_nodes"]
 
-NodeInfo = dict[int, dict]  # node id -> {"partition-id", "channel-profile", "num-examples"}
+# node id -> its describe reply: partition-id, channel-profile, num-examples, num-labelled, has-payload
+# (and class-counts when its node config allows it)
+NodeInfo = dict[int, dict]
 
 
 def wait_for_nodes(grid: Grid, required: int, timeout_s: float) -> list[int]:
@@ -33,36 +45,67 @@ def wait_for_nodes(grid: Grid, required: int, timeout_s: float) -> list[int]:
     return node_ids
 
 
-def describe_nodes(grid: Grid, node_ids: list[int], config: ExperimentConfig) -> NodeInfo:
-    """Send the run's config to every node; each replies with its partition and channel profile."""
-    content = RecordDict({"config": config_record(config)})
-    messages = [Message(content=content, message_type=DESCRIBE, dst_node_id=node) for node in node_ids]
-    replies = list(grid.send_and_receive(messages, timeout=config.federation.round_timeout_s))
+def describe_nodes(
+    grid: Grid, node_ids: list[int], experiment: Experiment, fingerprint: str, enough: int
+) -> NodeInfo:
+    """Send the run to every node; a node that fails to describe itself (bad data, say) is lost to
+    the run, which goes on while at least `enough` nodes remain."""
+    config = experiment.config
+    train = experiment.splits.train
+    run = {RUN_CLASS_NAMES: json.dumps(list(train.class_names)), RUN_IMAGE_SHAPE: json.dumps(list(train.image_shape)),
+           RUN_FINGERPRINT: fingerprint}
+    messages = [
+        Message(RecordDict({"config": config_record(config), "run": ConfigRecord(run | {RUN_SLOT: slot})}),
+                message_type=DESCRIBE, dst_node_id=node)
+        for slot, node in enumerate(sorted(node_ids))  # a slot per node: it seeds the node's rounds
+    ]
     info: NodeInfo = {}
-    for reply in replies:
+    failures = []
+    for reply in grid.send_and_receive(messages, timeout=config.federation.round_timeout_s):
         if reply.has_error():
-            raise RuntimeError(f"node {reply.metadata.src_node_id} failed to start: {reply.error.reason}")
-        record = reply.content.config_records["node"]
-        info[reply.metadata.src_node_id] = {key: record[key] for key in ("partition-id", "channel-profile", "num-examples")}
+            failures.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+            log(WARNING, "node %d is lost to this run: %s", reply.metadata.src_node_id, reply.error.reason)
+            continue
+        info[reply.metadata.src_node_id] = dict(reply.content.config_records["node"])
+    if len(info) < enough:
+        raise RuntimeError(f"only {len(info)} of {len(node_ids)} nodes could start, {enough} needed: " + "; ".join(failures))
     partitions = sorted(int(entry["partition-id"]) for entry in info.values())
     if len(set(partitions)) != len(partitions):
         raise RuntimeError(f"two SuperNodes claim the same partition: {partitions}; give each a distinct partition-id")
     return info
 
 
-def send_knowledge(
-    grid: Grid, nodes: NodeInfo, store, rows_for: Callable[[int], np.ndarray], timeout_s: float  # noqa: ANN001
-) -> int:
-    """Each node gets exactly the store rows `rows_for(partition id)`, once; returns bytes sent."""
-    messages, sent = [], 0
-    for node_id, entry in nodes.items():
-        content = knowledge_record(store, rows_for(int(entry["partition-id"])))
-        sent += payload_bytes(content)
-        messages.append(Message(content=content, message_type=KNOWLEDGE, dst_node_id=node_id))
+@dataclass(frozen=True)
+class BroadcastPlan:
+    """What each node is sent once before the rounds (a node absent from `payloads` is sent nothing)."""
+
+    payloads: dict[int, RecordDict]
+
+    def bytes_by_node(self) -> dict[int, int]:
+        return {node: payload_bytes(payload) for node, payload in self.payloads.items()}
+
+
+def plan_broadcast(
+    config: ExperimentConfig, nodes: NodeInfo, store: KnowledgeStore, experiment: Experiment, shared: RecordDict | None
+) -> BroadcastPlan:
+    """Partition delivery: each node its partition's rows of the store. transfer_set / digest: the one
+    `shared` payload to each node whose cache does not hold it. knowledge.mode other than prestored: nothing."""
+    if config.knowledge.mode != "prestored":
+        return BroadcastPlan({})
+    if shared is None:
+        return BroadcastPlan({
+            node: knowledge_record(store, experiment.plan.knowledge_indices(int(entry["partition-id"])))
+            for node, entry in nodes.items()
+        })
+    return BroadcastPlan({node: shared for node, entry in nodes.items() if not entry.get("has-payload", False)})
+
+
+def send_knowledge(grid: Grid, plan: BroadcastPlan, timeout_s: float) -> dict[int, int]:
+    """Send the plan; returns the bytes sent to each node it names (a node sent nothing is absent)."""
+    messages = [Message(content=payload, message_type=KNOWLEDGE, dst_node_id=node) for node, payload in plan.payloads.items()]
     for reply in grid.send_and_receive(messages, timeout=timeout_s):
         if reply.has_error():
-            raise RuntimeError(f"node {reply.metadata.src_node_id} rejected its knowledge slice: {reply.error.reason}")
-    log(INFO, "knowledge broadcast: %d bytes to %d nodes", sent, len(messages))
+            raise RuntimeError(f"node {reply.metadata.src_node_id} rejected its knowledge: {reply.error.reason}")
+    sent = plan.bytes_by_node()
+    log(INFO, "knowledge broadcast: %d bytes to %d nodes", sum(sent.values()), len(messages))
     return sent
-
-

@@ -2,7 +2,8 @@
 
 1. Load the resolved config the launcher wrote into the run directory.
 2. Teacher and pre-stored knowledge: from cache, or built once now.
-3. Learn which node holds which partition; send each node its knowledge slice, once.
+3. Describe the run to every node (counts and channel come back); send each node, once, what
+   it lacks: its knowledge slice, or the shared transfer_set / digest payload (knowledge.delivery).
 4. Federated rounds (FedAvg/FedProx/FedAdam over screened updates); after every round the
    global student is evaluated and checkpointed (a resumed run starts from the checkpoint).
 5. Final SNR sweep; results.json, metrics.jsonl and plots in the run directory.
@@ -21,12 +22,13 @@ from fedtosc.experiment import embedding_width, experiment_student, prepare_expe
 from fedtosc.metrics_log import MetricsLog
 from fedtosc.run_config import load_run_config
 from fedtosc.run_results import finish_run
-from server.broadcast import describe_nodes, send_knowledge, wait_for_nodes
+from fedtosc.federation.payloads import payload_bytes, payload_fingerprint, shared_payload
+from server.broadcast import describe_nodes, plan_broadcast, send_knowledge, wait_for_nodes
 from fedtosc.run_failure import clear_failure, record_failure
 from server.checkpoint import load_checkpoint, load_strategy_state, save_checkpoint
 from server.round_traffic import RoundTraffic
 from server.screening import RoundFailedError
-from server.strategies import make_strategy
+from server.strategies import make_strategy, min_successes
 
 app = ServerApp()
 
@@ -41,10 +43,13 @@ def main(grid: Grid, context: Context) -> None:
 
     federation = config.federation
     node_ids = wait_for_nodes(grid, federation.num_clients, federation.connect_timeout_s)
-    nodes = describe_nodes(grid, node_ids, config)
-    knowledge_bytes = 0
-    if config.knowledge.mode == "prestored":
-        knowledge_bytes = send_knowledge(grid, nodes, store, experiment.plan.knowledge_indices, federation.round_timeout_s)
+    shared = shared_payload(experiment, store) if config.knowledge.mode == "prestored" else None
+    fingerprint = payload_fingerprint(shared) if shared is not None else ""
+    nodes = describe_nodes(grid, node_ids, experiment, fingerprint, min_successes(config))
+    sent = send_knowledge(grid, plan_broadcast(config, nodes, store, experiment, shared), federation.round_timeout_s)
+    for node_id, entry in nodes.items():
+        entry["broadcast-bytes"] = sent.get(node_id, 0)
+    knowledge_bytes = sum(sent.values())
 
     torch.manual_seed(config.seed)  # the same seed gives the same initial global model, run after run
     student = experiment_student(experiment, embedding_width(config, store))
@@ -92,4 +97,5 @@ def main(grid: Grid, context: Context) -> None:
     finish_run(
         run_dir, experiment, store, student, evaluator,
         nodes=nodes, knowledge_bytes=knowledge_bytes, mode="federated", started=log.started,
+        payload_bytes=payload_bytes(shared) if shared is not None else None,
     )

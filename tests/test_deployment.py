@@ -247,6 +247,9 @@ def _overrides(shared_tmp: Path, run_dir: Path, *extra: str) -> list[str]:
         "channel.eval_snr_db=[0,10]", "teacher.epochs=3", "device=cpu",
         f"teacher.cache_dir={shared_tmp / 'teachers'}", f"knowledge.cache_dir={shared_tmp / 'knowledge'}",
         f"output_dir={run_dir}", *extra,
+        # These nodes hold partitions of the server's dataset; the transfer-set default of a deployment
+        # (boxes with their own data) is tested in test_deployment_node_data.py.
+        "knowledge.delivery=partition",
     ]
 
 

@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     supernode = actions.add_parser("supernode", help="run flower-supernode on an edge box (foreground)")
     supernode.add_argument("node_file", type=Path, help="a node file, see clients/deploy/node0.toml")
-    supernode.add_argument("--state-dir", type=Path, help="FLWR_HOME for this node (default ~/.fedtosc/deploy/supernode-<partition>)")
+    supernode.add_argument("--state-dir", type=Path, help="FLWR_HOME for this node (default ~/.fedtosc/deploy/supernode-<node file name>)")
     _add_insecure(supernode)
     supernode.set_defaults(func=_supernode)
 
@@ -103,10 +103,12 @@ def _superlink(args: argparse.Namespace) -> int:
 
 
 def _supernode(args: argparse.Namespace) -> int:
-    from fedtosc.deployment import load_node_settings, run_foreground, supernode_command
+    from fedtosc.deployment import check_node_data, load_node_settings, run_foreground, supernode_command
 
     settings = load_node_settings(args.node_file, insecure=args.insecure)
-    state_dir = args.state_dir or _STATE_ROOT / f"supernode-{settings.node_config['partition-id']}"
+    if summary := check_node_data(settings):  # bad data stops the box here, before it joins a round
+        print(summary, flush=True)
+    state_dir = args.state_dir or _STATE_ROOT / f"supernode-{args.node_file.stem}"
     return run_foreground(supernode_command(settings), state_dir.expanduser().resolve())
 
 
@@ -141,10 +143,11 @@ def prepare_run(overrides: list[str]) -> tuple[Path, bool]:
 
     Returns the run directory and whether the run resumes (`resume=<run dir>`, as in `fedtosc run`).
     """
+    from fedtosc.deployment import deployment_overrides
     from fedtosc.experiment import prepare_experiment
     from fedtosc.run_dir import open_run, project_root
 
-    config, run_dir, resuming = open_run(overrides, project_root())
+    config, run_dir, resuming = open_run(deployment_overrides(overrides), project_root())
     prepare_experiment(config)
     return run_dir, resuming
 

@@ -41,14 +41,18 @@ class DataPlan:
 
 
 def plan_data(
-    labels: np.ndarray, dataset: DatasetConfig, federation: FederationConfig, seed: int
+    labels: np.ndarray, dataset: DatasetConfig, federation: FederationConfig, seed: int, delivery: str = "partition"
 ) -> DataPlan:
+    """`delivery` (knowledge.delivery): with `transfer_set` and no public share carved out
+    (`dataset.transfer_fraction=0`), the server's own samples are the transfer set it broadcasts."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labels))
     num_server = int(round(len(labels) * dataset.server_fraction))
     num_transfer = int(round(len(labels) * dataset.transfer_fraction))
     server_indices = np.sort(order[:num_server])
     transfer_indices = np.sort(order[num_server : num_server + num_transfer])
+    if delivery == "transfer_set" and not num_transfer:
+        transfer_indices = server_indices
     pool = np.sort(order[num_server + num_transfer :])
     if len(pool) < federation.num_clients:
         raise ValueError(
