@@ -32,14 +32,24 @@ __all__ = ["BroadcastPlan", "NodeInfo", "describe_nodes", "plan_broadcast", "sen
 NodeInfo = dict[int, dict]
 
 
-def wait_for_nodes(grid: Grid, required: int, timeout_s: float) -> list[int]:
-    """Node ids once `required` nodes are connected; a clear error after `timeout_s`, never a hang."""
+def wait_for_nodes(grid: Grid, required: int, timeout_s: float, enough: int) -> list[int]:
+    """Node ids once `required` nodes are connected, or at `timeout_s` those that are, when at least
+    `enough` are: a box that refused to start (bad data, say) is a lost node, not a lost run. Fewer
+    than `enough` is a clear error after `timeout_s`, never a hang."""
     deadline = time.monotonic() + timeout_s
     while len(node_ids := list(grid.get_node_ids())) < required:
         if time.monotonic() > deadline:
+            if len(node_ids) >= enough:
+                print(
+                    f"only {len(node_ids)} of {required} SuperNodes connected within {timeout_s:.0f} s "
+                    f"(federation.connect_timeout_s); going on with them (at least {enough} needed)",
+                    flush=True,
+                )
+                return node_ids
             raise TimeoutError(
-                f"only {len(node_ids)} of {required} required SuperNodes connected within {timeout_s:.0f} s "
-                "(federation.num_clients): start more SuperNodes or lower federation.num_clients"
+                f"only {len(node_ids)} of {required} required SuperNodes connected within {timeout_s:.0f} s, "
+                f"fewer than the {enough} a round needs: start more SuperNodes, or lower federation.num_clients "
+                "or federation.min_train_fraction"
             )
         time.sleep(1.0)
     return node_ids

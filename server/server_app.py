@@ -42,7 +42,7 @@ def main(grid: Grid, context: Context) -> None:
     experiment, _, store = prepare_experiment(config, device)
 
     federation = config.federation
-    node_ids = wait_for_nodes(grid, federation.num_clients, federation.connect_timeout_s)
+    node_ids = wait_for_nodes(grid, federation.num_clients, federation.connect_timeout_s, min_successes(config))
     shared = shared_payload(experiment, store) if config.knowledge.mode == "prestored" else None
     fingerprint = payload_fingerprint(shared) if shared is not None else ""
     nodes = describe_nodes(grid, node_ids, experiment, fingerprint, min_successes(config))
