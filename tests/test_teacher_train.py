@@ -230,8 +230,9 @@ def test_a_relative_checkpoint_path_is_resolved_against_the_checkout() -> None:
 def test_the_shipped_checkpoint_stays_out_of_the_flower_app_bundle_but_not_out_of_git() -> None:
     config = tomllib.loads((_ROOT / "pyproject.toml").read_text())
     shipped = str(_SHIPPED.relative_to(_ROOT))
-    bundled = get_filtered_fab_paths({shipped: b"", "server/server_app.py": b"", "conf/teacher/resnet_cifar.yaml": b""}, config)
-    assert bundled == ["server/server_app.py", "conf/teacher/resnet_cifar.yaml"]
+    code = ["server/server_app.py", "clients/client_app.py", "fedtosc/cli.py", "conf/teacher/resnet_cifar.yaml"]
+    bundled = get_filtered_fab_paths({shipped: b"", **{path: b"" for path in code}}, config)
+    assert sorted(bundled) == sorted(code)
     if shutil.which("git") is None or not (_ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     ignored = subprocess.run(["git", "-C", str(_ROOT), "check-ignore", "-q", shipped], check=False)
