@@ -40,10 +40,11 @@ def wait_for_nodes(grid: Grid, required: int, timeout_s: float, enough: int) -> 
     while len(node_ids := list(grid.get_node_ids())) < required:
         if time.monotonic() > deadline:
             if len(node_ids) >= enough:
-                print(
-                    f"only {len(node_ids)} of {required} SuperNodes connected within {timeout_s:.0f} s "
-                    f"(federation.connect_timeout_s); going on with them (at least {enough} needed)",
-                    flush=True,
+                log(
+                    WARNING,
+                    "only %d of %d SuperNodes connected within %.0f s (federation.connect_timeout_s); "
+                    "going on with them (at least %d needed)",
+                    len(node_ids), required, timeout_s, enough,
                 )
                 return node_ids
             raise TimeoutError(

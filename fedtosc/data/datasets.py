@@ -73,6 +73,9 @@ class DataSplits:
     test: ImageDataset
 
 
+_TRAIN_CAP_SEED, _TEST_CAP_SEED = 0, 1  # see load_dataset: the caps are part of the dataset
+
+
 def load_dataset(config: DatasetConfig, seed: int = 0) -> DataSplits:
     """Load the dataset `dataset.name` names (`fedtosc.registries.DATASETS`) as train/test splits,
     capped by max_*_samples.
@@ -86,9 +89,6 @@ def load_dataset(config: DatasetConfig, seed: int = 0) -> DataSplits:
         train=_cap(splits.train, config.max_train_samples, _TRAIN_CAP_SEED),
         test=_cap(splits.test, config.max_test_samples, _TEST_CAP_SEED),
     )
-
-
-_TRAIN_CAP_SEED, _TEST_CAP_SEED = 0, 1
 
 
 def _cap(dataset: ImageDataset, max_samples: int | None, seed: int) -> ImageDataset:
