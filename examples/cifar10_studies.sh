@@ -3,6 +3,7 @@
 # Each is resumable: a rerun skips finished cells, so run them in parts and commit what landed.
 #
 #   bash examples/cifar10_studies.sh data-efficiency     # or snr-mismatch | bandwidth | knowledge-rate | all
+#   bash examples/cifar10_studies.sh data-efficiency seed=0   # extra overrides narrow the grid: one seed first
 #
 # The budget, the same for every cell of every study:
 #   - the shipped ResNet-20 teacher (teachers/resnet20-cifar10.safetensors, trained on the whole
@@ -14,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FEDTOSC=${FEDTOSC:-.venv/bin/fedtosc}
 BUDGET=(
-  dataset=cifar10_folder "dataset.root=${CIFAR10_ROOT:-~/.cache/fedtosc/cifar10}" teacher=resnet_cifar
+  dataset=cifar10_folder "dataset.root=${CIFAR10_ROOT:-$HOME/.cache/fedtosc/cifar10}" teacher=resnet_cifar
   dataset.server_fraction=0 dataset.max_train_samples=4000 dataset.max_test_samples=2000
   federation.num_clients=4 federation.partitioner=dirichlet federation.dirichlet_alpha=0.5
   federation.rounds=10 train.local_epochs=2
@@ -27,14 +28,16 @@ study() {  # study <name> [extra overrides...]
   "$FEDTOSC" study "$name" "${BUDGET[@]}" "$@" --output "$OUT/$name${SUFFIX:-}"
 }
 
-case "${1:-all}" in
+what=${1:-all}
+shift || true
+case "$what" in
   data-efficiency)
-    study data-efficiency
-    SUFFIX=-online-kd study data-efficiency method=online_kd dataset.label_fraction=0.1 ;;
-  snr-mismatch) study snr-mismatch ;;
-  bandwidth) study bandwidth ;;
-  knowledge-rate) study knowledge-rate ;;
+    study data-efficiency "$@"
+    SUFFIX=-online-kd study data-efficiency method=online_kd dataset.label_fraction=0.1 "$@" ;;
+  snr-mismatch) study snr-mismatch "$@" ;;
+  bandwidth) study bandwidth "$@" ;;
+  knowledge-rate) study knowledge-rate "$@" ;;
   all)
-    for name in data-efficiency snr-mismatch bandwidth knowledge-rate; do bash "$0" "$name"; done ;;
-  *) echo "unknown study '$1': data-efficiency | snr-mismatch | bandwidth | knowledge-rate | all" >&2; exit 2 ;;
+    for name in data-efficiency snr-mismatch bandwidth knowledge-rate; do bash "$0" "$name" "$@"; done ;;
+  *) echo "unknown study '$what': data-efficiency | snr-mismatch | bandwidth | knowledge-rate | all" >&2; exit 2 ;;
 esac

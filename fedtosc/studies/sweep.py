@@ -30,7 +30,7 @@ from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
+from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -98,7 +98,12 @@ def run_study(study: str, overrides: list[str], study_dir: Path, centralized: bo
 
 def _selected_arms(study: str, arms: dict[str, tuple[str, ...]], overrides: list[str]) -> tuple[dict, list[str]]:
     """The arms to run ({None: ()} for a study without arms) and the overrides without `arm=`."""
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as error:
+        # Hydra's grammar refuses characters a shell would have expanded (`~`, unquoted `$`).
+        raise ConfigError(f"cannot parse the overrides of study {study}: {error}; quote the value "
+                          "(key='...') and spell paths out in full (no ~)") from None
     chosen = [
         str(value)
         for o in parsed
