@@ -175,6 +175,27 @@ def test_a_complete_cell_is_not_rerun(tmp_path: Path, monkeypatch: pytest.Monkey
     assert [(o.status, o.run_dir) for o in outcomes] == [("skipped", run_dir)]
 
 
+def test_a_committed_cell_counts_as_complete_in_another_clone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The cell was run in a clone at /elsewhere/fedtosc: its config.yaml records that output_dir.
+    run_dir = tmp_path / "study" / "cells" / cell_name(_ONE_CELL_AXES)
+    elsewhere = Path("/elsewhere/fedtosc/results/studies/data-efficiency/cells") / run_dir.name
+    _write_cell_as_study_would(run_dir, [*_ONE_CELL, *_SMALL, "+study=data_efficiency"], output_dir=elsewhere)
+    (run_dir / CELL_FILE).write_text(json.dumps({"axes": _ONE_CELL_AXES}))
+    monkeypatch.setattr(sweep.subprocess, "run", _must_not_run)
+    outcomes = run_study("data-efficiency", [*_ONE_CELL, *_SMALL], tmp_path / "study")
+    assert [o.status for o in outcomes] == ["skipped"]
+
+
+def test_paths_under_the_project_or_home_compare_wherever_the_clone_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/someone")
+    here = {"checkpoint": str(sweep.project_root() / "teachers" / "t.safetensors"), "root": "/home/someone/data/cifar10"}
+    there = {"checkpoint": "/elsewhere/fedtosc/teachers/t.safetensors", "root": "/root/data/cifar10"}
+    assert sweep._same_settings(there, here)
+    assert not sweep._same_settings({**there, "checkpoint": "/elsewhere/fedtosc/teachers/u.safetensors"}, here)
+    assert not sweep._same_settings({**there, "root": "/mnt/cifar10"}, here)
+    assert not sweep._same_settings({**there, "root": "/root/data/cifar10"}, {**here, "root": "/mnt/cifar10"})
+
+
 def test_a_cell_whose_settings_changed_is_rerun_from_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_dir = tmp_path / "study" / "cells" / cell_name(_ONE_CELL_AXES)
     _write_cell_as_study_would(run_dir, [*_ONE_CELL, "federation.num_clients=2", "federation.rounds=7", "+study=data_efficiency"])

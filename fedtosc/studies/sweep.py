@@ -39,6 +39,7 @@ from fedtosc.preflight import check_before_work
 from fedtosc.registries import STUDIES
 from fedtosc.registry import UnknownEntryError
 from fedtosc.results import read_results, write_json_atomic
+from fedtosc.run_dir import project_root
 
 __all__ = ["ARM", "CELL_FILE", "CellOutcome", "cell_name", "run_study"]
 
@@ -210,10 +211,33 @@ def _run_cell(cfg: DictConfig, cells_dir: Path, axis_keys: list[str], command: s
 
 
 def _is_complete(run_dir: Path, expected_config: dict[str, Any]) -> bool:
-    """results.json has every section, and the run's config.yaml is the config this cell wants."""
+    """results.json has every section, and the run's config.yaml is the config this cell wants,
+    wherever the clone and the home directory were when it ran (so committed cells count in a fresh clone)."""
     try:
         read_results(run_dir)
         stored = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
-        return config_to_json(config_from_json(stored)) == expected_config
+        return _same_settings(config_to_json(config_from_json(stored)), expected_config)
     except (OSError, ValueError, OmegaConfBaseException):
         return False
+
+
+def _same_settings(stored: Any, expected: Any, key: str = "") -> bool:
+    """Equal configs, with absolute paths compared by where they sit in their clone or home.
+
+    A cell records absolute paths (the shipped teacher, the dataset root, its own output_dir): the
+    clone that ran it may have lived elsewhere. A recorded path matches when it ends with the
+    expected path's part below this project or this home directory; output_dir is the cell itself.
+    """
+    if isinstance(stored, dict) and isinstance(expected, dict):
+        return stored.keys() == expected.keys() and all(
+            _same_settings(stored[name], expected[name], f"{key}.{name}".lstrip(".")) for name in expected
+        )
+    if stored == expected or key == "output_dir":
+        return True
+    if not (isinstance(stored, str) and isinstance(expected, str) and expected.startswith("/")):
+        return False
+    for anchor in (project_root(), Path.home()):
+        if Path(expected).is_relative_to(anchor):
+            below = Path(expected).relative_to(anchor).parts
+            return Path(stored).parts[-len(below):] == below
+    return False
