@@ -72,9 +72,15 @@ def plot_knowledge_rate(rows: list[dict[str, Any]], path: Any) -> None:
         axes.plot(row["bytes_per_sample"], row["accuracy_mean"], "o", color="C0" if row["arm"] != _FULL else "C3")
         axes.annotate(row["arm"], (row["bytes_per_sample"], row["accuracy_mean"]), fontsize=7,
                       textcoords="offset points", xytext=(4, 4))
+    if full is not None:
+        # A bar that crosses this line is an arm not distinguishable from full.
+        axes.axhline(full["accuracy_mean"], color="C3", linestyle="--", linewidth=0.8)
     if rows:
         axes.set_title(f"accuracy on {rows[0]['channel']} at {rows[0]['snr_db']:g} dB; bars: paired 95% vs full", fontsize=10)
     axes.set_xscale("log")
+    sizes = sorted({row["bytes_per_sample"] for row in rows})
+    axes.set_xticks(sizes, [f"{size:g}" for size in sizes], fontsize=7, rotation=90)
+    axes.minorticks_off()
     axes.set_xlabel("knowledge bytes per sample broadcast")
     axes.set_ylabel("test accuracy")
     axes.grid(alpha=0.3, which="both")
