@@ -16,9 +16,10 @@ run: $(INSTALLED)
 
 # Four pytest-xdist workers on two cores: part of the slow tier is waiting (Flower's heartbeat
 # expiry, SuperNode polling, reconnect back-off), and workers overlap those waits. loadgroup keeps a module
-# marked xdist_group (one whose module fixture builds a teacher) on one worker.
+# marked xdist_group (one whose module fixture builds a teacher) on one worker. --no-loadscope-reorder
+# keeps the order tests/conftest.py gives (slow tests first), so no long run starts last.
 test: $(INSTALLED)
-	$(PYTHON) -m pytest -q -p no:cacheprovider -n 4 --dist loadgroup --durations=15 $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q -p no:cacheprovider -n 4 --dist loadgroup --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 
 # The inner loop: everything but the tests marked slow (Flower, Ray, deployments, training runs).
 test-fast: $(INSTALLED)
