@@ -22,8 +22,9 @@ test: $(INSTALLED)
 	$(PYTHON) -m pytest -q -p no:cacheprovider -n 4 --dist loadgroup --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 
 # The inner loop: everything but the tests marked slow (Flower, Ray, deployments, training runs).
+# These are CPU-bound, so one worker per core.
 test-fast: $(INSTALLED)
-	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .flwr_home
