@@ -16,13 +16,15 @@ run: $(INSTALLED)
 
 # Four pytest-xdist workers on two cores: part of the slow tier is waiting (Flower's heartbeat
 # expiry, SuperNode polling, reconnect back-off), and workers overlap those waits. loadgroup keeps a module
-# marked xdist_group (one whose module fixture builds a teacher) on one worker.
+# marked xdist_group (one whose module fixture builds a teacher) on one worker. --no-loadscope-reorder
+# keeps the order tests/conftest.py gives (slow tests first), so no long run starts last.
 test: $(INSTALLED)
-	$(PYTHON) -m pytest -q -p no:cacheprovider -n 4 --dist loadgroup --durations=15 $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q -p no:cacheprovider -n 4 --dist loadgroup --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 
 # The inner loop: everything but the tests marked slow (Flower, Ray, deployments, training runs).
+# These are CPU-bound, so one worker per core.
 test-fast: $(INSTALLED)
-	$(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .flwr_home

@@ -30,7 +30,7 @@ __all__ = [
     "make_certificates",
     "make_node_key",
     "node_config_arg",
-    "register_node",
+    "register_nodes",
     "run_foreground",
     "superlink_command",
     "supernode_command",
@@ -266,19 +266,31 @@ def write_cli_config(flwr_home: Path, name: str, address: str, root_certificates
     return path
 
 
-def register_node(flwr_home: Path, superlink_name: str, public_key: Path, node_name: str | None = None) -> int:
-    """`flwr supernode register`: admit one SuperNode's public key; returns its node id."""
-    command = [venv_executable("flwr"), "supernode", "register", str(public_key), superlink_name, "--format", "json"]
-    if node_name:
-        command += ["--name", node_name]
-    completed = subprocess.run(command, env=offline_flower_env(flwr_home), capture_output=True, text=True, check=False)
+def register_nodes(flwr_home: Path, superlink_name: str, public_keys: list[Path]) -> dict[Path, int]:
+    """`flwr supernode register` for each public key (named after its file): the node id of each.
+
+    The registrations run side by side: each is a `flwr` process whose start-up (imports) costs
+    seconds, and one after another they made admitting three boxes take minutes on a loaded machine.
+    """
+    processes = {key: subprocess.Popen(_register_command(superlink_name, key), env=offline_flower_env(flwr_home),
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for key in public_keys}
+    return {key: _registered_node_id(key, process) for key, process in processes.items()}
+
+
+def _register_command(superlink_name: str, public_key: Path) -> list[str]:
+    return [venv_executable("flwr"), "supernode", "register", str(public_key), superlink_name, "--format", "json",
+            "--name", public_key.stem]
+
+
+def _registered_node_id(public_key: Path, process: subprocess.Popen) -> int:
+    stdout, stderr = process.communicate()
     try:
-        reply = json.loads(completed.stdout[completed.stdout.index("{"):])
+        reply = json.loads(stdout[stdout.index("{"):])
     except ValueError:
         reply = {}
-    if completed.returncode != 0 or not reply.get("success"):
-        raise RuntimeError(f"registering {public_key} failed (exit {completed.returncode}): "
-                           f"{completed.stdout.strip()} {completed.stderr.strip()}")
+    if process.returncode != 0 or not reply.get("success"):
+        raise RuntimeError(f"registering {public_key} failed (exit {process.returncode}): {stdout.strip()} {stderr.strip()}")
     return int(reply["node-id"])
 
 

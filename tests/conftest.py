@@ -1,4 +1,13 @@
-"""Test-wide isolation: caches go to a per-session temp dir, never the user's ~/.cache."""
+"""Test-wide isolation (caches in a per-session temp dir, never the user's ~/.cache), what the
+session's Flower runs share, and the order pytest-xdist hands tests out."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -7,3 +16,69 @@ import pytest
 def _isolated_home_cache(tmp_path_factory, monkeypatch):
     # Defaults in conf/ point at ~/.cache/fedtosc; a test must not read or write a user's cache.
     monkeypatch.setenv("HOME", str(tmp_path_factory.getbasetemp() / "home"))
+
+
+def session_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder all of this session's tests see, pytest-xdist workers included (each worker's base
+    temp dir is a child of the session's)."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / name
+    root.mkdir(exist_ok=True)
+    return root
+
+
+@contextmanager
+def made_once(root: Path) -> Iterator[bool]:
+    """Yields whether `root`'s contents still have to be made, under a lock across workers: the
+    first test to get here makes them, the others wait for it and then reuse them."""
+    with (root / "made.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        missing = not (root / "made").is_file()
+        yield missing
+        if missing:
+            (root / "made").touch()
+
+
+def prepared_caches(tmp_path_factory: pytest.TempPathFactory, name: str, overrides: list[str],
+                    prepare: Callable[[list[str]], None]) -> list[str]:
+    """Overrides pointing at a session-wide teacher and knowledge cache that `prepare` fills once."""
+    root = session_dir(tmp_path_factory, name)
+    cached = [*overrides, f"teacher.cache_dir={root / 'teachers'}", f"knowledge.cache_dir={root / 'knowledge'}"]
+    with made_once(root) as missing:
+        if missing:
+            prepare(cached)
+    return cached
+
+
+def _prepare_in_process(overrides: list[str]) -> None:
+    from fedtosc.config import load_config
+    from fedtosc.experiment import prepare_experiment
+
+    prepare_experiment(load_config(overrides))
+
+
+@pytest.fixture(scope="session")
+def digits_teacher(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The digits teacher (2 epochs) and its knowledge store, trained once per session for every
+    Flower run that needs no other: the server's share and the distillation set do not depend on
+    the number of clients, so runs of 2, 3 or 4 clients all find both cached."""
+    return prepared_caches(tmp_path_factory, "digits-teacher", ["teacher.epochs=2"], _prepare_in_process)
+
+
+# Modules of the longest tests, longest first (measured with `make test`'s --durations); only the
+# order tests start in depends on it.
+_LONGEST_MODULES = ("test_deployment.py", "test_federation.py", "test_deployment_node_data.py", "test_interrupts.py",
+                    "test_scale.py")
+
+
+def _start_rank(item: pytest.Item) -> tuple[bool, int]:
+    module = item.path.name
+    return item.get_closest_marker("slow") is None, (
+        _LONGEST_MODULES.index(module) if module in _LONGEST_MODULES else len(_LONGEST_MODULES))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first, the longest modules' first: pytest-xdist hands tests out in this order (the
+    Makefile turns off its reordering by scope size), so the longest runs start at once on separate
+    workers and the quick tests fill the gaps, instead of a long run starting last and running alone."""
+    items.sort(key=_start_rank)

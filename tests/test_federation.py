@@ -23,14 +23,12 @@ def _rounds(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def _small_run(tmp_path, name, *extra):
+def _small_run(tmp_path, digits_teacher, name, *extra):
     run_dir = tmp_path / name
     args = [
         "run",
         f"output_dir={run_dir}",
-        f"teacher.cache_dir={tmp_path / 'teachers'}",
-        f"knowledge.cache_dir={tmp_path / 'knowledge'}",
-        "teacher.epochs=2",
+        *digits_teacher,
         "train.local_epochs=1",
         "channel.eval_snr_db=[10]",
         "channel.eval_channels=[awgn]",
@@ -121,11 +119,16 @@ def test_bad_fault_spec_is_a_config_error():
 
 # --- slow: real Flower simulations -----------------------------------------------------------
 
+# A hang guard per simulation (pytest-timeout), no timing claim: one takes about a minute on two idle
+# cores, and several times that beside the rest of `make test` and whatever else the machine runs.
+_ONE_RUN_LIMIT_S = 900
+
 
 @pytest.mark.slow
-def test_crashing_and_poisoned_clients_are_rejected_and_the_round_completes(tmp_path):
+@pytest.mark.timeout(_ONE_RUN_LIMIT_S)
+def test_crashing_and_poisoned_clients_are_rejected_and_the_round_completes(tmp_path, digits_teacher):
     code, run_dir = _small_run(
-        tmp_path, "faults", "federation.num_clients=3", "channel.clients='awgn:0,awgn:10,awgn:20'",
+        tmp_path, digits_teacher, "faults", "federation.num_clients=3", "channel.clients='awgn:0,awgn:10,awgn:20'",
         "federation.rounds=2", "federation.min_train_clients=1", "federation.inject_faults='crash:1@1,nan:2@1'",
     )
     assert code == 0
@@ -139,16 +142,17 @@ def test_crashing_and_poisoned_clients_are_rejected_and_the_round_completes(tmp_
 
 
 @pytest.mark.slow
-def test_same_seed_same_weights_and_a_resumed_run_equals_an_uninterrupted_one_bit_for_bit(tmp_path, capsys):
+@pytest.mark.timeout(3 * _ONE_RUN_LIMIT_S)  # three runs
+def test_same_seed_same_weights_and_a_resumed_run_equals_an_uninterrupted_one_bit_for_bit(tmp_path, digits_teacher, capsys):
     from safetensors.torch import load_file
 
     # 4 clients, half sampled per round, FedAdam (server moments): sampling, aggregation order and
     # strategy state all have to be reproduced for the weights to match to the bit.
     common = ("strategy=fedadam", "federation.fraction_train=0.5", "federation.rounds=3")
-    code, straight_dir = _small_run(tmp_path, "straight", *common)
+    code, straight_dir = _small_run(tmp_path, digits_teacher, "straight", *common)
     assert code == 0
     # Round 3 fails outright (every partition crashes): the server stops after round 2.
-    code, run_dir = _small_run(tmp_path, "resumed", *common, "federation.inject_faults='crash:0@3,crash:1@3,crash:2@3,crash:3@3'")
+    code, run_dir = _small_run(tmp_path, digits_teacher, "resumed", *common, "federation.inject_faults='crash:0@3,crash:1@3,crash:2@3,crash:3@3'")
     assert code == 1
     err = capsys.readouterr().err
     # One line names the lost nodes (node id, partition, channel) and how to finish the run.

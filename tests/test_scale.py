@@ -10,7 +10,9 @@ from fedtosc.launch import processes_with_env
 from fedtosc.process_memory import PeakMemorySampler
 from fedtosc.results import read_results
 
-pytestmark = pytest.mark.slow
+# A hang guard for its two runs (pytest-timeout), no timing claim: beside the rest of `make test`
+# the 100-client run alone can take several minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 # Ray reuses its two actors for every node, so memory must not grow with the number of clients:
 # 100 clients are held to a bound relative to 10 clients on the same machine, measured in the same

@@ -7,9 +7,10 @@
 - :mod:`~fedtosc.channels.blocks`: the differentiable torch/Sionna channels, power normalization,
   packing and seeding.
 
-The first three are light and imported here; the blocks' names load torch and Sionna on first
-use (``from fedtosc.channels import AWGNChannel`` works as before), so validating a config never
-waits for them. A name that is in neither raises AttributeError (after importing the blocks).
+The first three are light and imported here; the blocks' names load torch on first use, and
+Sionna on the first seeding or draw (``from fedtosc.channels import AWGNChannel`` works as
+before), so validating a config never waits for them. A name that is in neither raises
+AttributeError (after importing the blocks).
 """
 
 from __future__ import annotations

@@ -17,18 +17,22 @@ Conventions (they hold for every block here):
 - ``channel uses`` = complex symbols per sample = ``n`` in ``x: [B, n] complex64``.
 - Randomness of the channels comes from Sionna's generators: seed them with :func:`seed_channels`
   (``torch.manual_seed`` does not reach them).
+
+Sionna is imported where a channel is seeded or drawn (:func:`_sionna`), not with this module:
+``sionna.phy`` loads all of its subpackages and ``torch._dynamo`` (about 3 s of CPU), and a deployed
+ClientApp is a new process for every message, most of which (describe, knowledge) never draw a channel.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
+import sys
 from abc import ABC, abstractmethod
 from typing import NamedTuple
 
 import torch
-from sionna.phy import config as sionna_config
-from sionna.phy.channel import AWGN, RayleighBlockFading
 
 from fedtosc.channels.limits import SNR_DB_LIMITS, check_csi, check_k_factor, check_snr_db
 from fedtosc.registries import CHANNELS
@@ -124,9 +128,22 @@ def seed_channels(seed: int) -> None:
     Setting ``sionna.phy.config.seed`` also reseeds torch's global generators as a side effect;
     we restore those so that seeding the channels never changes model initialization or data order.
     """
-    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=cuda_devices):
+    sionna_config = _sionna("sionna.phy").config
+    with torch.random.fork_rng(devices=_cuda_devices()):
         sionna_config.seed = int(seed)
+
+
+def _cuda_devices() -> list[int]:
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+def _sionna(module: str):  # noqa: ANN202 - a Sionna module
+    """A Sionna module, imported on first use. Importing Sionna moves torch's global generators, so
+    a first import mid-run would change every later draw: it runs with those generators restored."""
+    if module not in sys.modules:
+        with torch.random.fork_rng(devices=_cuda_devices()):
+            importlib.import_module(module)
+    return sys.modules[module]
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,7 +210,7 @@ class Channel(torch.nn.Module, ABC):
         device = str(x.device)
         coefficients = self._draw_coefficients(x.shape[0], x.shape[1], device)
         # Sionna's AWGN draws CN(0, noise_power) with the device's own (seedable) generator.
-        noisy = AWGN(precision="single", device=device)(coefficients * x, noise_power)
+        noisy = _sionna("sionna.phy.channel").AWGN(precision="single", device=device)(coefficients * x, noise_power)
         if self.csi == "perfect":
             gain = (coefficients.real.square() + coefficients.imag.square()).clamp_min(_ZF_GAIN_FLOOR)
             received = noisy * coefficients.conj() / gain
@@ -225,7 +242,7 @@ def _rayleigh_coefficients(
     block_length = channel_uses if block_length is None else block_length
     num_blocks = max(1, math.ceil(channel_uses / block_length))
     # One Sionna draw per (sample, block); Sionna's own block fading spans a whole draw.
-    fading = RayleighBlockFading(1, 1, 1, 1, precision="single", device=device)
+    fading = _sionna("sionna.phy.channel").RayleighBlockFading(1, 1, 1, 1, precision="single", device=device)
     h, _ = fading(batch_size * num_blocks, 1)
     per_block = h.reshape(batch_size, num_blocks)
     return per_block.repeat_interleave(block_length, dim=1)[:, :channel_uses]

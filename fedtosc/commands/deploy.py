@@ -123,11 +123,10 @@ def _cli_home(args: argparse.Namespace) -> Path:
 
 
 def _register(args: argparse.Namespace) -> int:
-    from fedtosc.deployment import register_node
+    from fedtosc.deployment import register_nodes
 
     cli_home = _cli_home(args)
-    for public_key in args.public_keys:
-        node_id = register_node(cli_home, _SUPERLINK_NAME, public_key, public_key.stem)
+    for public_key, node_id in register_nodes(cli_home, _SUPERLINK_NAME, args.public_keys).items():
         print(f"registered {public_key} as node {node_id}")
     return 0
 
