@@ -129,31 +129,39 @@ def _loopback_host() -> str | None:
     return None
 
 
-def _ray_start(args: list[str], env: dict[str, str]) -> None:
+def _ray_start(args: list[str], env: dict[str, str], node_marker: str) -> None:
+    """`ray start` one node whose processes carry `node_marker`; one more try after a failed start.
+
+    Ray waits a fixed 30 s for a new raylet to register, which a loaded machine can miss; what a
+    failed start left is stopped before the retry.
+    """
     ray = str(Path(sys.executable).parent / "ray")
-    # Fixed agent ports: with port 0 the raylet waits (20 s) for the agents to write theirs, too
-    # short on a loaded machine.
-    ports = [
-        f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
-    ]
-    completed = subprocess.run([ray, "start", *args, *ports, "--num-cpus=1", "--disable-usage-stats"],
-                               env=env, capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    for attempt in range(2):
+        # Fixed agent ports: with port 0 the raylet also waits (20 s) for the agents to write theirs.
+        ports = [
+            f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
+        ]
+        completed = subprocess.run([ray, "start", *args, *ports, "--num-cpus=1", "--disable-usage-stats"],
+                                   env=env | {_MARK: node_marker}, capture_output=True, text=True, timeout=300)
+        if completed.returncode == 0:
+            return
+        _stop_cluster(node_marker)
+    raise AssertionError(completed.stdout[-3000:] + completed.stderr[-3000:])
 
 
 def _cluster_processes(marker: str) -> list[psutil.Process]:
-    """The cluster's processes: those carrying its marker, and their descendants (raylets start
-    agents and workers with environments of their own)."""
+    """The processes whose _MARK starts with `marker` (a cluster, or one of its nodes), and their
+    descendants (raylets start agents and workers with environments of their own)."""
     found: dict[int, psutil.Process] = {}
-    for pid in processes_with_env(_MARK, marker):
+    for process in psutil.process_iter():
         try:
-            process = psutil.Process(pid)
-            found[pid] = process
-            found.update({child.pid: child for child in process.children(recursive=True)})
+            if process.environ().get(_MARK, "").startswith(marker):
+                found[process.pid] = process
+                found.update({child.pid: child for child in process.children(recursive=True)})
         except psutil.Error:
-            continue
+            continue  # exited meanwhile, or not ours to read
     return list(found.values())
 
 
@@ -175,7 +183,7 @@ def _stop_cluster(marker: str) -> None:
 @dataclass(frozen=True)
 class LoopbackCluster:
     address: str
-    marker: str  # the value of _MARK in its processes' environment
+    marker: str  # what _MARK in its processes' environment starts with
 
 
 @pytest.fixture(scope="module")
@@ -187,16 +195,16 @@ def loopback_cluster() -> Iterator[LoopbackCluster]:
     # Short: Ray's socket paths live under it and must stay within 107 characters.
     temp = Path(tempfile.mkdtemp(prefix="ftray", dir="/tmp"))
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    env |= {_MARK: temp.name, "RAY_USAGE_STATS_ENABLED": "0"}
+    env |= {"RAY_USAGE_STATS_ENABLED": "0"}
     port = free_port()
     try:
         # The head takes 127.0.0.1 as its node address only with Ray's single-machine switch off
         # (else --node-ip-address=127.0.0.1 becomes the interface address); then every server binds loopback.
         _ray_start(["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
                     f"--ray-client-server-port={free_port()}", f"--temp-dir={temp}"],
-                   env | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+                   env | {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, f"{temp.name}:head")
         # The worker finds its own address as the one that reaches the head: 127.0.0.1.
-        _ray_start([f"--address={host}:{port}"], env)
+        _ray_start([f"--address={host}:{port}"], env, f"{temp.name}:worker")
         yield LoopbackCluster(f"{host}:{port}", temp.name)
     finally:
         _stop_cluster(temp.name)
