@@ -36,7 +36,8 @@ class _TeacherActor:
         import ray
 
         self.device = torch.device("cuda" if use_gpu else "cpu")
-        teacher = ray.get(teacher_ref)
+        # Ray may hand the constructor the object itself rather than its reference.
+        teacher = ray.get(teacher_ref) if isinstance(teacher_ref, ray.ObjectRef) else teacher_ref
         self.teacher: Teacher = teacher.to(self.device)
         self.batch_size = batch_size
 
