@@ -220,7 +220,11 @@ def caches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _overrides(caches: dict[str, Path], knowledge: str) -> list[str]:
     # 16-image batches: the digits distillation set makes several chunks, so several actors work.
-    return [f"teacher.cache_dir={caches['teachers']}", f"knowledge.cache_dir={caches[knowledge]}", "teacher.batch_size=16"]
+    # One teacher epoch: what is compared is where and how the teacher ran, not how good it is.
+    return [
+        f"teacher.cache_dir={caches['teachers']}", f"knowledge.cache_dir={caches[knowledge]}",
+        "teacher.batch_size=16", "teacher.epochs=1",
+    ]
 
 
 def _cluster_state(address: str) -> tuple[list[str], float, float]:
