@@ -18,6 +18,7 @@ from fedtosc.federation.node import NodeView, node_view
 from fedtosc.federation.node_data import local_data, shared_delivery_data
 from fedtosc.federation.payload_cache import cached_payload, save_payload
 from fedtosc.federation.payloads import KNOWLEDGE_ARRAYS, KNOWLEDGE_HEADER
+from fedtosc.federation.placement import PLACEMENT, placement_record
 from fedtosc.training import LocalData
 
 app = ClientApp()
@@ -61,7 +62,8 @@ def train(msg: Message, context: Context) -> Message:
         server_round,
         resolve_device(config.device),
     )
-    content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)})
+    # Where this round ran (Ray node, host): the server tallies it into results.json's placement.
+    content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics), PLACEMENT: placement_record()})
     return Message(content=content, reply_to=msg)
 
 

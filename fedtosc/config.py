@@ -26,6 +26,7 @@ __all__ = [
     "FederationConfig",
     "KnowledgeConfig",
     "LossConfig",
+    "RayConfig",
     "StrategyConfig",
     "StudentConfig",
     "TeacherConfig",
@@ -179,7 +180,12 @@ class FederationConfig:
     # rounded up (0.5: 2 of 3, 2 of 4, 1 of 2), so a lost node costs a round's share, not the run.
     min_train_clients: int | None = None
     min_train_fraction: float = 0.5
-    client_cpus: int = 1  # Ray CPUs per simulated client: 1 lets two clients train at once on 2 cores
+    # Ray CPUs per simulated client: 1 lets two clients train at once on 2 cores; fractions pack more
+    # clients per CPU (docs/scale-out.md: on an existing cluster Flower 1.42 passes whole CPUs only).
+    client_cpus: float = 1.0
+    # Ray GPUs per simulated client (a fraction shares a GPU); null: a share of the GPUs when the
+    # cluster (or this machine) has any and `device` allows them, else 0 (docs/scale-out.md).
+    client_gpus: float | None = None
     partitioner: str = "iid"  # a name in fedtosc.registries.PARTITIONERS
     dirichlet_alpha: float = 0.5
     classes_per_client: int = 2
@@ -200,6 +206,14 @@ class StrategyConfig:
 
 
 @dataclass
+class RayConfig:
+    # null: the simulation starts (and afterwards stops) a Ray instance of its own, unless the
+    # RAY_ADDRESS environment variable names a cluster; `auto` or `<host>:<port>` (the GCS address):
+    # join that existing cluster, which the run leaves running (docs/scale-out.md).
+    address: str | None = None
+
+
+@dataclass
 class ExperimentConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -210,6 +224,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     method: str = "full"  # set by the conf/method group: a file name there
     seed: int = 0
     output_dir: str | None = None  # default: runs/<timestamp>
@@ -320,6 +335,7 @@ def check_ranges(config: ExperimentConfig) -> None:
         parse_faults(config.federation.inject_faults)
     except ValueError as error:
         raise ConfigError(f"federation.inject_faults: {error}") from error
+    _check_ray(config)
     # Parsing the client channel line checks its entry count against num_clients and every SNR.
     try:
         client_profiles(config.channel, config.federation.num_clients)
@@ -329,6 +345,21 @@ def check_ranges(config: ExperimentConfig) -> None:
         eval_links(config.channel, config.federation.num_clients)
     except ValueError as error:
         raise ConfigError(f"channel.eval_channels: {error}") from error
+
+
+def _check_ray(config: ExperimentConfig) -> None:
+    """Ray's own rules for resource amounts and cluster addresses, checked before any work."""
+    from fedtosc.ray_cluster import RayAddressError, check_address
+
+    gpus = config.federation.client_gpus
+    # Ray takes a fraction of one GPU or whole GPUs; 1.5 GPUs per actor is refused at scheduling time.
+    if gpus is not None and not (gpus >= 0 and (gpus <= 1 or float(gpus).is_integer())):
+        raise ConfigError(f"federation.client_gpus={gpus} must be a fraction in [0, 1] or a whole number of GPUs")
+    if config.ray.address is not None:
+        try:
+            check_address(config.ray.address)
+        except RayAddressError as error:
+            raise ConfigError(f"ray.address: {error}") from error
 
 
 def _methods() -> tuple[str, ...]:

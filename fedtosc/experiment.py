@@ -24,6 +24,7 @@ from fedtosc.knowledge.codecs import KnowledgeCodec
 from fedtosc.knowledge.store import KnowledgeStore, KnowledgeStoreError
 from fedtosc.models.student import StudentCodec, build_student
 from fedtosc.models.teachers import Teacher, predict
+from fedtosc.ray_cluster import RayAddressError, cluster_address
 from fedtosc.registries import CODECS, TEACHERS
 
 __all__ = [
@@ -126,6 +127,11 @@ def ensure_knowledge(experiment: Experiment, teacher: Teacher, device: torch.dev
             return KnowledgeStore.open(path, expect=expect)
         except KnowledgeStoreError:
             pass  # unreadable or stale cache entry: rebuilt (atomically replaced) below
+    try:
+        # `ray.address` or RAY_ADDRESS: the teacher pass runs on that cluster (docs/scale-out.md).
+        ray_address = cluster_address(experiment.config.ray.address)
+    except RayAddressError as error:
+        raise ConfigError(str(error)) from error
     summary = teacher_summary(teacher, experiment, device)
     return build_knowledge(
         teacher,
@@ -140,6 +146,7 @@ def ensure_knowledge(experiment: Experiment, teacher: Teacher, device: torch.dev
         extra={"teacher": summary},
         views=knowledge.views,
         view_seed=knowledge.view_seed,
+        ray_address=ray_address,
     )
 
 

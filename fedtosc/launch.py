@@ -5,6 +5,11 @@ group), point a run-local FLWR_HOME at it, and run `flwr run <project> --stream`
 and streams the ServerApp's logs. Afterwards the SuperLink's process group is terminated, then
 every process whose environment carries the run's FLWR_HOME (`flower-superexec`, which starts
 in a session of its own, and the Ray daemons and workers).
+
+On an existing Ray cluster (`ray.address`, or RAY_ADDRESS) the Ray driver is the simulation
+process, which carries FLWR_HOME; the cluster's daemons and workers do not (the raylets start
+workers from their own environment), so the same clean-up ends the run and, with its driver,
+the run's actors (Ray ends a job's actors when its driver exits), and never the cluster.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from pathlib import Path
 
 import psutil
 
-from fedtosc.config import ExperimentConfig
+from fedtosc.config import ConfigError, ExperimentConfig
+from fedtosc.ray_cluster import LOCAL, ClientResources, RayAddressError, client_resources, cluster_address, cluster_nodes, local_nodes
 from fedtosc.run_failure import describe_ended_run
 
 __all__ = [
@@ -30,6 +36,7 @@ __all__ = [
     "processes_with_env",
     "run_config_arg",
     "run_simulation",
+    "simulation_resources",
     "signal_process",
     "stop_run_processes",
     "venv_executable",
@@ -147,6 +154,24 @@ def run_config_arg(run_dir: Path, resume: bool) -> str:
     return f'run-dir="{run_dir.resolve()}" resume={str(resume).lower()}'
 
 
+def simulation_resources(config: ExperimentConfig) -> tuple[str | None, ClientResources]:
+    """(the cluster to join, or None for a Ray of the run's own; what each client asks of it).
+
+    Raises ConfigError naming the key when the cluster cannot give what the config asks."""
+    try:
+        address = cluster_address(config.ray.address)
+        # A joined cluster is asked what it has; a Ray of our own would have this machine's CPUs and GPUs.
+        nodes = cluster_nodes(address) if address is not None else local_nodes()
+        resources = client_resources(
+            config.federation.client_cpus, config.federation.client_gpus, config.device, nodes, own_ray=address is None
+        )
+    except RayAddressError as error:
+        raise ConfigError(str(error)) from error
+    except ConnectionError as error:  # ray.init found no cluster there
+        raise ConfigError(f"ray.address: no Ray cluster at {address}: {error}; start it (docs/scale-out.md) or unset ray.address") from error
+    return address, resources
+
+
 def run_simulation(config: ExperimentConfig, run_dir: Path, project_root: Path, resume: bool = False) -> None:
     """Run the ServerApp/ClientApp simulation on the Ray backend; block until it ends.
 
@@ -156,7 +181,11 @@ def run_simulation(config: ExperimentConfig, run_dir: Path, project_root: Path, 
     flwr_home.mkdir(parents=True, exist_ok=True)
     # A stale results file from an earlier run in this directory must not pass for this run's.
     (run_dir / "results.json").unlink(missing_ok=True)
+    address, resources = simulation_resources(config)
     env = offline_flower_env(flwr_home)
+    # Flower's Ray backend calls a bare `ray.init()` (1.42 passes no address through its init-args),
+    # which reads RAY_ADDRESS: the cluster to join, or `local` for an instance of the run's own.
+    env["RAY_ADDRESS"] = address or LOCAL
     port = free_port()
     (flwr_home / "config.toml").write_text(
         f'[superlink]\ndefault = "{FEDERATION_NAME}"\n\n'
@@ -171,10 +200,7 @@ def run_simulation(config: ExperimentConfig, run_dir: Path, project_root: Path, 
         )
     try:
         _wait_healthy(port, superlink, log_path)
-        federation_config = (
-            f"num-supernodes={config.federation.num_clients} "
-            f"client-resources-num-cpus={config.federation.client_cpus}"
-        )
+        federation_config = f"num-supernodes={config.federation.num_clients} {resources.federation_config()}"
         command = [
             venv_executable("flwr"), "run", str(project_root), FEDERATION_NAME, "--stream",
             "--run-config", run_config_arg(run_dir, resume),

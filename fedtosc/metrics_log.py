@@ -57,6 +57,12 @@ class MetricsLog:
         with self.path.open("a") as stream:
             stream.write(json.dumps(record, sort_keys=True) + "\n")
 
+    def lines(self) -> list[dict]:
+        """Every line written so far (a resumed run's earlier rounds included), parsed."""
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
     def _keep_rounds_upto(self, last_round: int) -> None:
         if not self.path.is_file():
             return

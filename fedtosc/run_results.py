@@ -39,6 +39,7 @@ def finish_run(
     mode: str,
     started: float,
     payload_bytes: int | None = None,
+    placement: dict[str, dict] | None = None,
 ) -> dict:
     """Sweep the final student; write student.safetensors, outcomes.safetensors, results.json and the
     plots; return the results.
@@ -46,7 +47,8 @@ def finish_run(
     `nodes`: node id -> its describe reply (partition-id, channel-profile, counts, broadcast-bytes);
     `knowledge_bytes`: the broadcast's size; `mode`: federated | centralized; `started`:
     `time.perf_counter()` when training began; `payload_bytes`: the shared payload's size
-    (transfer_set / digest delivery).
+    (transfer_set / digest delivery); `placement`: client rounds per node
+    (fedtosc.federation.placement.total_placement; None when no clients ran).
     """
     config = experiment.config
     links, accuracy, channel_uses, correct = evaluator.sweep(student)
@@ -87,6 +89,8 @@ def finish_run(
             # and the bytes it sent it before the rounds.
             "nodes": {str(n["partition-id"]): {key.replace("-", "_"): value for key, value in n.items() if key in _NODE_FACTS}
                       for n in nodes.values()},
+            # Where client rounds ran: per Ray node (simulation) or host (SuperNode), docs/scale-out.md.
+            "placement": placement,
         },
         "evaluation": {
             # Where the links came from: an explicit list, or the clients' own links (eval_channels=null).

@@ -11,6 +11,7 @@ import torch
 from flwr.app import RecordDict
 
 from fedtosc.federation.payloads import payload_bytes
+from fedtosc.federation.placement import round_placement
 
 __all__ = ["RoundTraffic"]
 
@@ -23,6 +24,7 @@ class RoundTraffic:
         self.clients: list[dict] = []
         self.bytes_up = 0
         self.rejected: list[dict] = []
+        self.placement: dict[str, int] = {}  # client rounds per node in the latest round
         # The knowledge broadcast happens before the first round of this (possibly resumed) session.
         self._unreported_knowledge_bytes = knowledge_bytes
 
@@ -31,6 +33,7 @@ class RoundTraffic:
         self.clients = [dict(record.metric_records["metrics"]) for record in accepted]
         self.bytes_up = sum(payload_bytes(record) for record in accepted)
         self.rejected = rejected
+        self.placement = round_placement(accepted)
 
     def take_bytes_down(self) -> int:
         """Bytes sent down in the latest round; the knowledge broadcast counts once, in the first."""

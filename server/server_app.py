@@ -23,6 +23,7 @@ from fedtosc.metrics_log import MetricsLog
 from fedtosc.run_config import load_run_config
 from fedtosc.run_results import finish_run
 from fedtosc.federation.payloads import payload_bytes, payload_fingerprint, shared_payload
+from fedtosc.federation.placement import total_placement
 from server.broadcast import describe_nodes, plan_broadcast, send_knowledge, wait_for_nodes
 from fedtosc.run_failure import clear_failure, record_failure
 from server.checkpoint import load_checkpoint, load_strategy_state, save_checkpoint
@@ -70,7 +71,7 @@ def main(grid: Grid, context: Context) -> None:
         if server_round > 0:  # the initial model gets no line
             log.append(
                 overall_round, accuracy, traffic.clients, traffic.take_bytes_down(), traffic.bytes_up,
-                rejected=traffic.rejected,
+                rejected=traffic.rejected, placement=traffic.placement,
             )
             # After the metrics line: a resume drops lines past the checkpoint.
             save_checkpoint(run_dir, overall_round, state, strategy.state_arrays())
@@ -98,4 +99,6 @@ def main(grid: Grid, context: Context) -> None:
         run_dir, experiment, store, student, evaluator,
         nodes=nodes, knowledge_bytes=knowledge_bytes, mode="federated", started=log.started,
         payload_bytes=payload_bytes(shared) if shared is not None else None,
+        # Every round's line, a resumed run's earlier ones included.
+        placement=total_placement(line.get("placement", {}) for line in log.lines()),
     )

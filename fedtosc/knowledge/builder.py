@@ -19,6 +19,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +36,21 @@ from fedtosc.knowledge.store import KnowledgeStore, StoreHeader, write_store
 from fedtosc.models.outputs import TeacherOutputs
 from fedtosc.models.teachers import Teacher, predict
 
-__all__ = ["build_knowledge", "codec_fidelity", "partial_dir"]
+__all__ = ["ChunkInput", "build_knowledge", "codec_fidelity", "partial_dir"]
 
 _PROVENANCE_FILE = "provenance.json"
 # Batches per chunk: large enough that chunk I/O is negligible next to inference,
 # small enough that a kill loses little work (a minute or so of ViT-B-32 on a 2-core CPU).
 _BATCHES_PER_CHUNK = 8
+
+
+@dataclass(frozen=True)
+class ChunkInput:
+    """What the teacher sees for one chunk: its rows (sample-major, K views each) and their views."""
+
+    start: int  # the chunk's first sample, its key in the partial folder
+    rows: ImageDataset
+    view_params: torch.Tensor | None
 
 
 def partial_dir(path: Path) -> Path:
@@ -63,6 +73,7 @@ def build_knowledge(
     chunk_size: int | None = None,
     views: int = 1,
     view_seed: int = 0,
+    ray_address: str | None = None,
 ) -> KnowledgeStore:
     """Encode the teacher's outputs on `data[indices]` into a store at `path`; returns it opened.
 
@@ -70,6 +81,8 @@ def build_knowledge(
     (samples, a multiple of `batch_size`; default 8 batches) fixes the batch boundaries, so a
     resumed build sees exactly the batches an uninterrupted one does. `views` > 1: the teacher
     runs on that many views per sample (the first one the image as stored), drawn from `view_seed`.
+    `ray_address`: run the teacher on that Ray cluster (fedtosc.knowledge.ray_inference); the
+    chunks, their batches and so the store are those of a local build.
     """
     indices = np.unique(np.asarray(indices, dtype=np.int64))  # sorted, as the store keys rows
     chunk_size = chunk_size or _BATCHES_PER_CHUNK * batch_size
@@ -93,7 +106,7 @@ def build_knowledge(
     }
     chunks_dir = _open_partial(partial_dir(Path(path)), provenance)
     started = time.perf_counter()
-    outputs = _teacher_outputs(teacher, data, indices, view_params, chunks_dir, provenance, batch_size, device)
+    outputs = _teacher_outputs(teacher, data, indices, view_params, chunks_dir, provenance, batch_size, device, ray_address)
     inference_seconds = time.perf_counter() - started
     shared = codec.fit(outputs)
     samples = codec.encode(outputs, shared)
@@ -182,8 +195,12 @@ def _teacher_outputs(
     provenance: dict,
     batch_size: int,
     device: torch.device,
+    ray_address: str | None,
 ) -> TeacherOutputs:
-    """Teacher outputs over the N * K (sample, view) rows, sample-major, chunk by chunk."""
+    """Teacher outputs over the N * K (sample, view) rows, sample-major, chunk by chunk.
+
+    `ray_address`: the missing chunks run on that Ray cluster (Ray Data, a pool of teacher actors)
+    instead of in this process; each chunk sees the same batches either way."""
     chunk_size, views = provenance["chunk_size"], provenance["views"]
     starts = range(0, len(indices), chunk_size)
     key = json.dumps(provenance, sort_keys=True)
@@ -191,15 +208,27 @@ def _teacher_outputs(
     rows_in = {start: views * min(chunk_size, len(indices) - start) for start in starts}
     chunks = {start: _load_chunk(chunks_dir, start, key, rows_in[start]) for start in starts}
     done = sum(rows_in[start] for start, chunk in chunks.items() if chunk is not None)
+
+    def chunk_input(start: int) -> ChunkInput:
+        samples = slice(start, start + chunk_size)
+        row_views = None if view_params is None else view_params[samples].reshape(-1, VIEW_FIELDS)
+        return ChunkInput(start, data.subset(np.repeat(indices[samples], views)), row_views)
+
+    missing = [start for start, chunk in chunks.items() if chunk is None]
     with tqdm(total=views * len(indices), initial=done, desc="building knowledge", unit="img") as bar:
-        for start, chunk in chunks.items():
-            if chunk is None:
-                samples = slice(start, start + chunk_size)
-                rows = data.subset(np.repeat(indices[samples], views))
-                row_views = None if view_params is None else view_params[samples].reshape(-1, VIEW_FIELDS)
-                chunk = predict(teacher, rows, batch_size, device, progress=bar, view_params=row_views)
-                _save_chunk(chunks_dir, start, key, chunk)
-                chunks[start] = chunk
+        if ray_address is None:
+            computed = (
+                (job.start, predict(teacher, job.rows, batch_size, device, progress=bar, view_params=job.view_params))
+                for job in map(chunk_input, missing)
+            )
+        else:
+            # Imported here: a local build never loads Ray. Chunks come back in any order, each saved on arrival.
+            from fedtosc.knowledge.ray_inference import infer_on_ray
+
+            computed = infer_on_ray(teacher, map(chunk_input, missing), batch_size, device, ray_address, bar)
+        for start, chunk in computed:
+            _save_chunk(chunks_dir, start, key, chunk)  # a kill after this keeps the chunk: the rerun skips it
+            chunks[start] = chunk
     logits = torch.cat([chunks[start].logits for start in starts])
     embeddings = [chunks[start].embeddings for start in starts]
     return TeacherOutputs(logits=logits, embeddings=None if None in embeddings else torch.cat(embeddings))
