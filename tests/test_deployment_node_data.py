@@ -35,7 +35,8 @@ DOC = PROJECT_ROOT / "docs" / "deployment.md"
 # The script's boxes and their links, as results.json labels them (rician:15 takes channel.k_factor, 3).
 PROFILES = {"node0": "awgn@5dB", "node1": "rayleigh@10dB", "node2": "rician(k=3)@15dB"}
 _RESTARTED = "node2"
-_LIMIT_S = 1200  # a hang guard, no timing claim: the walkthrough's run took minutes on two loaded cores
+# A hang guard, no timing claim: at load 30 on two cores the shared teacher took 9 min and a round 3-4 min.
+_LIMIT_S = 1800
 
 
 def _walkthrough(script: str) -> str:
@@ -72,12 +73,13 @@ def test_the_loopback_walkthrough_runs_and_a_box_restarted_mid_run_reuses_its_ca
     """The script's run, with one box stopped (its flower-supernode SIGTERMed) once the transfer set
     is broadcast, and started again as the doc starts it: it rejoins from its cache, sent nothing again.
 
-    Three rounds, because the restarted box misses the round it was stopped in and must be back
-    before one is sampled; a round needs 2 of 3 nodes, so the run never waits for it.
+    Stopped before round 1 is sampled, the box is offline then and misses round 1 (a round needs 2 of
+    3 nodes, so nothing waits for it); back within its restart (35 s at load 30), long before round 1's
+    ClientApps have started, trained and replied (3 min there), it is sampled again in round 2.
     """
     work = tmp_path / "loopback"
     env = _test_env(tmp_path) | {"PORT": str(free_port()), "RUNTIME_PORT": str(free_port()), "PYTHONPATH": str(PROJECT_ROOT)}
-    overrides = ["federation.rounds=3", "channel.eval_snr_db=[10]", "channel.eval_channels=[awgn]", "teacher.epochs=3",
+    overrides = ["federation.rounds=2", "channel.eval_snr_db=[10]", "channel.eval_channels=[awgn]", "teacher.epochs=3",
                  "train.local_epochs=1", "device=cpu", f"teacher.cache_dir={shared_tmp / 'teachers'}",
                  f"knowledge.cache_dir={shared_tmp / 'knowledge'}"]
     script = subprocess.Popen(["bash", str(SCRIPT), str(work), *overrides], cwd=PROJECT_ROOT, env=env, text=True,
@@ -126,7 +128,7 @@ def test_the_loopback_walkthrough_runs_and_a_box_restarted_mid_run_reuses_its_ca
     restarted_slot = int(slots[PROFILES[_RESTARTED]])
     restarted_lines = [client for entry in rounds for client in entry["clients"] if client["partition-id"] == restarted_slot]
     assert sum(client.get(REJOINED, 0) for client in restarted_lines) == 1
-    assert len(rounds) == 3 and sorted(client["partition-id"] for client in rounds[-1]["clients"]) == [0, 1, 2]
+    assert len(rounds) == 2 and sorted(client["partition-id"] for client in rounds[-1]["clients"]) == [0, 1, 2]
     # What each box holds from the server is none of any box's private samples.
     private = {digest.tobytes() for folder in folders.values() for digest in sample_digests(folder.images)}
     for name in PROFILES:
