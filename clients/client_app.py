@@ -68,8 +68,7 @@ def train(msg: Message, context: Context) -> Message:
         server_round,
         resolve_device(config.device),
     )
-    if rejoined:
-        metrics[REJOINED] = 1
+    metrics[REJOINED] = int(rejoined)  # in every reply: Flower aggregates only replies with the same metric keys
     content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
 

@@ -63,8 +63,8 @@ def train_student(
     online_teacher: Teacher | None = None,
     proximal_reference: list[torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """Train in place for `config.train.local_epochs`; return mean loss terms and the accuracy on the
-    labelled rows (`train_accuracy`, absent when no row is labelled).
+    """Train in place for `config.train.local_epochs`; return mean loss terms, the accuracy on the
+    labelled rows (`train_accuracy`) and how many labelled rows it is over (`train_labelled`).
 
     `profile` and `channel` may be equal-length sequences (one link per client): each batch
     then draws one link uniformly at random from `generator`.
@@ -123,8 +123,10 @@ def train_student(
             seen += int(labelled.sum())
             steps += 1
     metrics = {f"train_{name}": value / max(steps, 1) for name, value in totals.items()}
-    if seen:  # a node without labels has no training accuracy, rather than a meaningless one
-        metrics["train_accuracy"] = correct / seen
+    # Flower aggregates only replies with the same metric keys, so both are always there: a node
+    # without labels reports 0.0 over train_labelled = 0 rows, which the round's mean leaves out.
+    metrics["train_accuracy"] = correct / seen if seen else 0.0
+    metrics["train_labelled"] = seen
     metrics["train_channel_uses"] = metrics.pop("train_uses", 0.0)
     return metrics
 

@@ -187,7 +187,7 @@ def test_a_node_restarted_mid_run_rejoins_from_its_train_message_and_its_cache(t
     traffic.note_round(1, [reply.content], [])
     assert traffic.rejoins == {1: 1}
     again = train(next(m for m in messages if m.metadata.dst_node_id == 7), restarted).content.metric_records["metrics"]
-    assert REJOINED not in again  # once rejoined, it holds the run again
+    assert again[REJOINED] == 0  # once rejoined, it holds the run again
     # Without the payload in its cache a restarted node fails clearly (and the round goes on without it).
     with pytest.raises(RuntimeError, match="not in this node's cache"):
         train(next(m for m in messages if m.metadata.dst_node_id == 5), _fresh_context({"data-path": str(tmp_path / "node"), "cache-dir": str(tmp_path / "empty")}))

@@ -23,7 +23,7 @@ CONFIG_JSON = "config-json"
 # sends them, and every train message carries them again: Flower keeps a run's context in the SuperNode's
 # memory only, so a node restarted mid-run has lost them and rejoins from the train message.
 RUN_CONFIG, RUN = "run-config", "run"
-# A train reply's metric, present (1) when the node rejoined that way, from its payload cache.
+# A train reply's metric: 1 when the node rejoined that way (from its payload cache), else 0.
 REJOINED = "rejoined"
 
 
