@@ -1,10 +1,13 @@
 """The ClientApp: what an edge device does with each message from the server.
 
-describe  -> remember the run's config; report counts and channel profile (and whether the shared
-             payload is already in this node's cache); its own data is read and checked here
+describe  -> remember the run (config, classes, slot, payload fingerprint); report counts and channel
+             profile (and whether the shared payload is already in this node's cache); its own data is
+             read and checked here
 knowledge -> keep what the server sends once: a partition's knowledge slice in the context state,
              or the shared transfer_set / digest payload in the node's cache, by fingerprint
-train     -> train the global student on local data through the node's channel, reply weights
+train     -> train the global student on local data through the node's channel, reply weights; a node
+             restarted mid-run (its context state is gone) takes the run from the train message and
+             its knowledge from its payload cache, and says so (messages.REJOINED)
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from flwr.clientapp import ClientApp
 
 from fedtosc.experiment import resolve_device
 from fedtosc.federation.client_round import run_client_round
+from fedtosc.federation.messages import REJOINED, RUN, RUN_CONFIG
 from fedtosc.federation.node import NodeView, node_view
 from fedtosc.federation.node_data import local_data, shared_delivery_data
 from fedtosc.federation.payload_cache import cached_payload, save_payload
@@ -26,8 +30,7 @@ app = ClientApp()
 
 @app.query("describe")
 def describe(msg: Message, context: Context) -> Message:
-    context.state["config"] = msg.content.config_records["config"]
-    context.state["run"] = msg.content.config_records["run"]
+    _remember_run(msg, context)
     node = node_view(context)
     reply = node.describe(share_class_counts=bool(context.node_config.get("share-class-counts", False)))
     reply["has-payload"] = cached_payload(node.cache_dir, node.fingerprint) is not None
@@ -47,6 +50,10 @@ def receive_knowledge(msg: Message, context: Context) -> Message:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
+    # Flower keeps what `describe` told this node in the SuperNode's memory: after a restart it is gone.
+    rejoined = RUN not in context.state.config_records
+    if rejoined:
+        _remember_run(msg, context)
     node = node_view(context)
     # The experiment is parsed once per Ray actor: parsing per call cost ~75 ms x every client x round.
     config = node.experiment.config
@@ -62,9 +69,17 @@ def train(msg: Message, context: Context) -> Message:
         server_round,
         resolve_device(config.device),
     )
+    metrics[REJOINED] = int(rejoined)  # in every reply: Flower aggregates only replies with the same metric keys
     # Where this round ran (Ray node, host): the server tallies it into results.json's placement.
     content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics), PLACEMENT: placement_record()})
     return Message(content=content, reply_to=msg)
+
+
+def _remember_run(msg: Message, context: Context) -> None:
+    for name in (RUN_CONFIG, RUN):
+        if name not in msg.content.config_records:
+            raise RuntimeError(f"this node has not been told the run (no {name!r} record): the server must describe it first")
+        context.state[name] = msg.content.config_records[name]
 
 
 def _training_data(node: NodeView, context: Context) -> LocalData:
@@ -85,7 +100,10 @@ def _training_data(node: NodeView, context: Context) -> LocalData:
 
 def _cached_knowledge(context: Context) -> RecordDict:
     if KNOWLEDGE_ARRAYS not in context.state.array_records:
-        raise RuntimeError("no knowledge slice cached on this node: the server must send query.knowledge before training")
+        raise RuntimeError(
+            "no knowledge slice on this node: partition delivery keeps it in the SuperNode's memory, so a node "
+            "restarted mid-run has lost it; resume the run (`fedtosc deploy run resume=<run dir>`) to send it again"
+        )
     return RecordDict(
         {
             KNOWLEDGE_ARRAYS: context.state.array_records[KNOWLEDGE_ARRAYS],

@@ -48,7 +48,7 @@ class MetricsLog:
             "test_accuracy": accuracy,
             "test_snr_db": self.test_snr_db,
             "train_loss": _mean(clients, "train_total"),
-            "train_accuracy": _mean(clients, "train_accuracy"),
+            "train_accuracy": _labelled_accuracy(clients),
             "clients": clients,
             "bytes_down": bytes_down,
             "bytes_up": bytes_up,
@@ -69,6 +69,14 @@ class MetricsLog:
         lines = self.path.read_text().splitlines()
         kept = [line for line in lines if line.strip() and json.loads(line)["round"] <= last_round]
         self.path.write_text("".join(line + "\n" for line in kept))
+
+
+def _labelled_accuracy(clients: list[dict]) -> float | None:
+    """Training accuracy over all clients' labelled rows (`train_labelled` each, 1 where not reported):
+    a client without labels has no accuracy to add."""
+    rows = [(client["train_accuracy"], client.get("train_labelled", 1)) for client in clients if "train_accuracy" in client]
+    total = sum(count for _, count in rows)
+    return float(sum(accuracy * count for accuracy, count in rows) / total) if total else None
 
 
 def _mean(rows: list[dict], key: str) -> float | None:

@@ -24,7 +24,7 @@ from fedtosc.results import plot_accuracy_vs_snr, plot_channel_uses, write_json_
 
 __all__ = ["finish_run"]
 
-_NODE_FACTS = ("num-examples", "num-labelled", "class-counts", "broadcast-bytes", "has-payload")
+_NODE_FACTS = ("num-examples", "num-labelled", "class-counts", "broadcast-bytes", "has-payload", "rejoined-from-cache")
 
 
 def finish_run(
@@ -44,7 +44,8 @@ def finish_run(
     """Sweep the final student; write student.safetensors, outcomes.safetensors, results.json and the
     plots; return the results.
 
-    `nodes`: node id -> its describe reply (partition-id, channel-profile, counts, broadcast-bytes);
+    `nodes`: node id -> its describe reply (partition-id, channel-profile, counts, has-payload) plus
+    broadcast-bytes and rejoined-from-cache;
     `knowledge_bytes`: the broadcast's size; `mode`: federated | centralized; `started`:
     `time.perf_counter()` when training began; `payload_bytes`: the shared payload's size
     (transfer_set / digest delivery); `placement`: client rounds per node
@@ -85,8 +86,9 @@ def finish_run(
             "strategy": config.strategy.name,
             "client_snr_db": [nominal_snr_db(p) for p in client_profiles(config.channel, config.federation.num_clients)],
             "client_channel_profiles": {str(n["partition-id"]): n["channel-profile"] for n in nodes.values()},
-            # What the server learnt of each node (counts only; class counts if the node allowed it)
-            # and the bytes it sent it before the rounds.
+            # What the server learnt of each node (counts only; class counts if the node allowed it),
+            # the bytes it sent it before the rounds, and how often it came back from a restart and
+            # trained from its cached payload, sent nothing again.
             "nodes": {str(n["partition-id"]): {key.replace("-", "_"): value for key, value in n.items() if key in _NODE_FACTS}
                       for n in nodes.values()},
             # Where client rounds ran: per Ray node (simulation) or host (SuperNode), docs/scale-out.md.

@@ -63,7 +63,8 @@ def train_student(
     online_teacher: Teacher | None = None,
     proximal_reference: list[torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """Train in place for `config.train.local_epochs`; return mean loss terms and accuracy.
+    """Train in place for `config.train.local_epochs`; return mean loss terms, the accuracy on the
+    labelled rows (`train_accuracy`) and how many labelled rows it is over (`train_labelled`).
 
     `profile` and `channel` may be equal-length sequences (one link per client): each batch
     then draws one link uniformly at random from `generator`.
@@ -85,6 +86,7 @@ def train_student(
             view = _draw_views(data, rows, generator)
             images = _batch_images(data, rows, view).to(device)
             labels = data.labels[rows].to(device)
+            labelled = data.labelled[rows].to(device)
             # A single link draws nothing here, so a client's random stream is as before.
             link = int(torch.randint(len(profiles), (1,), generator=generator)) if len(profiles) > 1 else 0
             snr_db = profiles[link].sample_snr_db(len(rows), server_round, generator).to(device)
@@ -97,7 +99,7 @@ def train_student(
                 mu=output.mu,
                 logvar=output.logvar,
                 labels=labels,
-                labelled=data.labelled[rows].to(device),
+                labelled=labelled,
                 teacher_probs=teacher_probs,
                 temperature=temperature,
                 beta=beta,
@@ -116,11 +118,15 @@ def train_student(
             optimizer.step()
             for name, value in terms.as_floats().items():
                 totals[name] = totals.get(name, 0.0) + value
-            correct += int((output.logits.argmax(1) == labels).sum())
-            seen += len(rows)
+            # Accuracy over the rows whose label may be used: an unlabelled or transfer-set row's label is a placeholder.
+            correct += int((output.logits.argmax(1) == labels)[labelled].sum())
+            seen += int(labelled.sum())
             steps += 1
     metrics = {f"train_{name}": value / max(steps, 1) for name, value in totals.items()}
-    metrics["train_accuracy"] = correct / max(seen, 1)
+    # Flower aggregates only replies with the same metric keys, so both are always there: a node
+    # without labels reports 0.0 over train_labelled = 0 rows, which the round's mean leaves out.
+    metrics["train_accuracy"] = correct / seen if seen else 0.0
+    metrics["train_labelled"] = seen
     metrics["train_channel_uses"] = metrics.pop("train_uses", 0.0)
     return metrics
 

@@ -20,16 +20,21 @@ from flwr.serverapp import Grid
 
 from fedtosc.config import ExperimentConfig
 from fedtosc.experiment import Experiment
-from fedtosc.federation.messages import DESCRIBE, KNOWLEDGE, config_record
+from fedtosc.federation.messages import DESCRIBE, KNOWLEDGE, RUN, RUN_CONFIG, config_record
 from fedtosc.federation.node import RUN_CLASS_NAMES, RUN_FINGERPRINT, RUN_IMAGE_SHAPE, RUN_SLOT
 from fedtosc.federation.payloads import knowledge_record, payload_bytes
 from fedtosc.knowledge.store import KnowledgeStore
 
-__all__ = ["BroadcastPlan", "NodeInfo", "describe_nodes", "plan_broadcast", "send_knowledge", "wait_for_nodes"]
+__all__ = [
+    "BroadcastPlan", "NodeInfo", "RunDescription", "describe_nodes", "plan_broadcast", "run_description", "send_knowledge",
+    "wait_for_nodes",
+]
 
 # node id -> its describe reply: partition-id, channel-profile, num-examples, num-labelled, has-payload
 # (and class-counts when its node config allows it)
 NodeInfo = dict[int, dict]
+# node id -> the records that describe the run to it (messages.RUN_CONFIG, messages.RUN)
+RunDescription = dict[int, dict[str, ConfigRecord]]
 
 
 def wait_for_nodes(grid: Grid, required: int, timeout_s: float, enough: int) -> list[int]:
@@ -56,30 +61,31 @@ def wait_for_nodes(grid: Grid, required: int, timeout_s: float, enough: int) -> 
     return node_ids
 
 
-def describe_nodes(
-    grid: Grid, node_ids: list[int], experiment: Experiment, fingerprint: str, enough: int
-) -> NodeInfo:
-    """Send the run to every node; a node that fails to describe itself (bad data, say) is lost to
-    the run, which goes on while at least `enough` nodes remain."""
-    config = experiment.config
+def run_description(experiment: Experiment, node_ids: list[int], fingerprint: str) -> RunDescription:
+    """The run as each node is told it: the config, the classes and input shape (for nodes with their
+    own data), the shared payload's fingerprint, and its slot (its place in node-id order, which seeds
+    its rounds). `describe` sends it, and every train message again (messages.RUN)."""
     train = experiment.splits.train
+    config = config_record(experiment.config)
     run = {RUN_CLASS_NAMES: json.dumps(list(train.class_names)), RUN_IMAGE_SHAPE: json.dumps(list(train.image_shape)),
            RUN_FINGERPRINT: fingerprint}
-    messages = [
-        Message(RecordDict({"config": config_record(config), "run": ConfigRecord(run | {RUN_SLOT: slot})}),
-                message_type=DESCRIBE, dst_node_id=node)
-        for slot, node in enumerate(sorted(node_ids))  # a slot per node: it seeds the node's rounds
-    ]
+    return {node: {RUN_CONFIG: config, RUN: ConfigRecord(run | {RUN_SLOT: slot})} for slot, node in enumerate(sorted(node_ids))}
+
+
+def describe_nodes(grid: Grid, description: RunDescription, timeout_s: float, enough: int) -> NodeInfo:
+    """Send the run to every node; a node that fails to describe itself (bad data, say) is lost to
+    the run, which goes on while at least `enough` nodes remain."""
+    messages = [Message(RecordDict(dict(records)), message_type=DESCRIBE, dst_node_id=node) for node, records in description.items()]
     info: NodeInfo = {}
     failures = []
-    for reply in grid.send_and_receive(messages, timeout=config.federation.round_timeout_s):
+    for reply in grid.send_and_receive(messages, timeout=timeout_s):
         if reply.has_error():
             failures.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
             log(WARNING, "node %d is lost to this run: %s", reply.metadata.src_node_id, reply.error.reason)
             continue
         info[reply.metadata.src_node_id] = dict(reply.content.config_records["node"])
     if len(info) < enough:
-        raise RuntimeError(f"only {len(info)} of {len(node_ids)} nodes could start, {enough} needed: " + "; ".join(failures))
+        raise RuntimeError(f"only {len(info)} of {len(description)} nodes could start, {enough} needed: " + "; ".join(failures))
     partitions = sorted(int(entry["partition-id"]) for entry in info.values())
     if len(set(partitions)) != len(partitions):
         raise RuntimeError(f"two SuperNodes claim the same partition: {partitions}; give each a distinct partition-id")

@@ -2,14 +2,18 @@
 
 The strategy's screening reports every round here (`note_round`): the usable replies (their
 train metrics and upload size) and the rejected ones. Bytes down are the global model sent to
-every client that trained, plus the knowledge broadcast in the session's first round.
+every client that trained, plus the knowledge broadcast in the session's first round. Nodes that
+rejoined after a restart, from their payload cache, are counted per slot (`rejoins`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 from flwr.app import RecordDict
 
+from fedtosc.federation.messages import REJOINED
 from fedtosc.federation.payloads import payload_bytes
 from fedtosc.federation.placement import round_placement
 
@@ -25,6 +29,7 @@ class RoundTraffic:
         self.bytes_up = 0
         self.rejected: list[dict] = []
         self.placement: dict[str, int] = {}  # client rounds per node in the latest round
+        self.rejoins: Counter[int] = Counter()  # slot -> rounds it trained right after a restart, from its cache
         # The knowledge broadcast happens before the first round of this (possibly resumed) session.
         self._unreported_knowledge_bytes = knowledge_bytes
 
@@ -34,6 +39,7 @@ class RoundTraffic:
         self.bytes_up = sum(payload_bytes(record) for record in accepted)
         self.rejected = rejected
         self.placement = round_placement(accepted)
+        self.rejoins.update(int(metrics["partition-id"]) for metrics in self.clients if metrics.get(REJOINED))
 
     def take_bytes_down(self) -> int:
         """Bytes sent down in the latest round; the knowledge broadcast counts once, in the first."""

@@ -18,19 +18,23 @@ from typing import Any
 from logging import WARNING
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
 from fedtosc.config import ExperimentConfig
 
-__all__ = ["RoundFailedError", "ScreenedFedAdam", "ScreenedFedAvg", "ScreenedFedProx", "ScreeningFn", "update_problem"]
+__all__ = [
+    "NodeRecords", "RoundFailedError", "ScreenedFedAdam", "ScreenedFedAvg", "ScreenedFedProx", "ScreeningFn", "update_problem",
+]
 
 # Told every round: (server round, the usable replies' contents, the rejected updates with their reason).
 ScreeningFn = Callable[[int, list[RecordDict], list[dict]], None]
 NodeOrder = Callable[[int], int]  # node id -> its place in the fixed order (e.g. its partition id)
 NodeLabel = Callable[[int], str]  # node id -> how errors name it (e.g. with its partition and channel)
+# node id -> records its train messages carry besides the round's own (the run as described to it)
+NodeRecords = Callable[[int], dict[str, ConfigRecord]]
 # Strategy state in checkpoints: FedOpt's server moments, per array name.
 _MOMENTS = ("m_t", "v_t")
 
@@ -66,10 +70,13 @@ class _Screening:
         node_label: NodeLabel = lambda node_id: f"node {node_id}",
         sampling_seed: int = 0,
         round_offset: int = 0,
+        node_records: NodeRecords | None = None,
         **kwargs,  # noqa: ANN003
     ) -> None:
-        """`round_offset`: rounds a resumed run already did; Flower numbers this session's from 1."""
+        """`round_offset`: rounds a resumed run already did; Flower numbers this session's from 1.
+        `node_records`: what each node's train messages carry besides the round's own records."""
         super().__init__(*args, **kwargs)
+        self.node_records = node_records
         self.min_successes = min_successes
         self.on_screened = on_screened
         self.node_order, self.node_label = node_order, node_label
@@ -89,6 +96,16 @@ class _Screening:
         # The grid gives each message its id when it sends it (these very objects): replies name it.
         self._sampled = messages
         return messages
+
+    def _construct_messages(self, record: RecordDict, node_ids: list[int], message_type: str) -> Iterable[Message]:
+        """Flower's messages share one RecordDict; with `node_records` each node gets its own, the
+        round's records plus its own (a restarted node rejoins from them: messages.RUN)."""
+        if self.node_records is None or message_type != MessageType.TRAIN:
+            return super()._construct_messages(record, node_ids, message_type)
+        return [
+            Message(content=RecordDict(dict(record.items()) | self.node_records(node)), message_type=message_type, dst_node_id=node)
+            for node in node_ids
+        ]
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The strategy's own state to checkpoint (FedAdam's server moments; empty for FedAvg/FedProx)."""

@@ -24,7 +24,7 @@ from fedtosc.run_config import load_run_config
 from fedtosc.run_results import finish_run
 from fedtosc.federation.payloads import payload_bytes, payload_fingerprint, shared_payload
 from fedtosc.federation.placement import total_placement
-from server.broadcast import describe_nodes, plan_broadcast, send_knowledge, wait_for_nodes
+from server.broadcast import describe_nodes, plan_broadcast, run_description, send_knowledge, wait_for_nodes
 from fedtosc.run_failure import clear_failure, record_failure
 from server.checkpoint import load_checkpoint, load_strategy_state, save_checkpoint
 from server.round_traffic import RoundTraffic
@@ -46,7 +46,8 @@ def main(grid: Grid, context: Context) -> None:
     node_ids = wait_for_nodes(grid, federation.num_clients, federation.connect_timeout_s, min_successes(config))
     shared = shared_payload(experiment, store) if config.knowledge.mode == "prestored" else None
     fingerprint = payload_fingerprint(shared) if shared is not None else ""
-    nodes = describe_nodes(grid, node_ids, experiment, fingerprint, min_successes(config))
+    description = run_description(experiment, node_ids, fingerprint)
+    nodes = describe_nodes(grid, description, federation.round_timeout_s, min_successes(config))
     sent = send_knowledge(grid, plan_broadcast(config, nodes, store, experiment, shared), federation.round_timeout_s)
     for node_id, entry in nodes.items():
         entry["broadcast-bytes"] = sent.get(node_id, 0)
@@ -77,7 +78,8 @@ def main(grid: Grid, context: Context) -> None:
             save_checkpoint(run_dir, overall_round, state, strategy.state_arrays())
         return MetricRecord({"test_accuracy": accuracy})
 
-    strategy = make_strategy(config, traffic.note_round, nodes, rounds_done)
+    # Every train message carries the node's description again: a node restarted mid-run rejoins from it.
+    strategy = make_strategy(config, traffic.note_round, nodes, rounds_done, node_records=lambda node: description.get(node, {}))
     if resume:
         strategy.load_state_arrays(load_strategy_state(run_dir))
     clear_failure(run_dir)
@@ -93,6 +95,8 @@ def main(grid: Grid, context: Context) -> None:
     except RoundFailedError as error:
         record_failure(run_dir, str(error))  # the launcher's last line names the lost nodes
         raise
+    for entry in nodes.values():
+        entry["rejoined-from-cache"] = traffic.rejoins[int(entry["partition-id"])]
     if result.arrays is not None and len(result.arrays) > 0:
         student.load_state_dict(result.arrays.to_torch_state_dict())
     finish_run(

@@ -14,7 +14,7 @@ from flwr.serverapp.strategy import FedAvg
 from fedtosc.config import ExperimentConfig
 from fedtosc.federation.weighting import AGGREGATION_WEIGHT_KEY
 from fedtosc.registries import STRATEGIES
-from server.screening import ScreeningFn
+from server.screening import NodeRecords, ScreeningFn
 
 __all__ = ["make_strategy", "min_successes"]
 
@@ -24,12 +24,14 @@ def make_strategy(
     on_screened: ScreeningFn,
     nodes: dict[int, dict] | None = None,
     round_offset: int = 0,
+    node_records: NodeRecords | None = None,
 ) -> FedAvg:
     """The screened strategy `strategy.name` names (`fedtosc.registries.STRATEGIES`; all are FedAvg
     subclasses). `on_screened` hears each round's usable replies and rejected
     updates; `nodes` (node id -> its `describe` reply) fixes the order nodes are sampled and
     aggregated in (by partition) and names them in errors; `round_offset` is the rounds a resumed
-    run already did."""
+    run already did; `node_records` (node id -> records) is what its train messages carry besides
+    the round's own (the run's description, for a node restarted mid-run)."""
     federation = config.federation
     required = min_successes(config)
     common = {
@@ -48,6 +50,7 @@ def make_strategy(
         "node_label": _node_label(nodes or {}),
         "sampling_seed": config.seed,
         "round_offset": round_offset,
+        "node_records": node_records,
     }
     return STRATEGIES.get(config.strategy.name).from_config(config, **common)
 

@@ -19,8 +19,8 @@ from PIL import Image
 from clients.client_app import describe, receive_knowledge, train
 from fedtosc.config import load_config
 from fedtosc.experiment import Experiment, codec_for, experiment_student, load_experiment
-from fedtosc.federation.messages import DESCRIBE, KNOWLEDGE, config_record
-from fedtosc.federation.node import RUN_CLASS_NAMES, RUN_FINGERPRINT, RUN_IMAGE_SHAPE, RUN_SLOT
+from fedtosc.federation.messages import DESCRIBE, KNOWLEDGE, REJOINED, RUN
+from fedtosc.federation.node import RUN_SLOT
 from fedtosc.federation.node_data import OwnSamples, shared_delivery_data
 from fedtosc.federation.payload_cache import cached_payload
 from fedtosc.federation.payloads import (
@@ -29,7 +29,7 @@ from fedtosc.federation.payloads import (
 )
 from fedtosc.knowledge.builder import build_knowledge
 from fedtosc.models.teachers import ServerCNNTeacher
-from server.broadcast import plan_broadcast
+from server.broadcast import plan_broadcast, run_description
 
 _CPU = torch.device("cpu")
 
@@ -78,10 +78,9 @@ def _write_node_folder(folder: Path, experiment: Experiment, indices: np.ndarray
 
 
 def _describe_message(experiment: Experiment, fingerprint: str, slot: int) -> Message:
-    train = experiment.splits.train
-    run = ConfigRecord({RUN_CLASS_NAMES: json.dumps(list(train.class_names)), RUN_IMAGE_SHAPE: json.dumps(list(train.image_shape)),
-                        RUN_FINGERPRINT: fingerprint, RUN_SLOT: slot})
-    return Message(RecordDict({"config": config_record(experiment.config), "run": run}), dst_node_id=7, message_type=DESCRIBE)
+    """The `describe` the server sends the node in `slot` (node ids 0..slot: this one is the last)."""
+    records = run_description(experiment, list(range(slot + 1)), fingerprint)[slot]
+    return Message(RecordDict(dict(records)), dst_node_id=7, message_type=DESCRIBE)
 
 
 def _fresh_context(node_config: dict) -> Context:
@@ -156,6 +155,56 @@ def test_restarted_node_reuses_its_cached_payload_and_is_sent_nothing(tmp_path: 
     metrics = train(train_message, restarted).content.metric_records["metrics"]
     # Trained on its own 20 rows plus the cached transfer set, without fetching it again.
     assert metrics["num-examples"] == 20 + len(experiment.plan.server_indices)
+
+
+def test_a_node_restarted_mid_run_rejoins_from_its_train_message_and_its_cache(tmp_path: Path, built) -> None:  # noqa: ANN001
+    """A SuperNode restarted mid-run gets no `describe` (Flower kept its context in memory): the
+    strategy's train message carries its run description, its cache the payload; the server counts it."""
+    from server.round_traffic import RoundTraffic
+    from server.strategies import make_strategy
+
+    experiment, store = built("transfer_set")
+    payload = shared_payload(experiment, store)
+    fingerprint = payload_fingerprint(payload)
+    _write_node_folder(tmp_path / "node", experiment, experiment.plan.client_indices[1][:12])
+    node_config = {"data-path": str(tmp_path / "node"), "cache-dir": str(tmp_path / "node-cache")}
+    description = run_description(experiment, [5, 7, 9], fingerprint)  # node 7: slot 1
+    receive_knowledge(Message(payload, dst_node_id=7, message_type=KNOWLEDGE), _described(description[7], node_config))
+    student = experiment_student(experiment, None)
+    traffic = RoundTraffic(student.state_dict(), knowledge_bytes=0)
+    strategy = make_strategy(experiment.config, traffic.note_round, {node: {"partition-id": slot} for slot, node in enumerate((5, 7, 9))},
+                             node_records=description.get)
+
+    messages = list(strategy.configure_train(1, _arrays(student), ConfigRecord(), _NodeGrid([5, 7, 9])))
+    # each node its own description
+    assert {m.metadata.dst_node_id: m.content.config_records[RUN][RUN_SLOT] for m in messages} == {5: 0, 7: 1, 9: 2}
+    restarted = _fresh_context(node_config)  # no describe since the restart
+    reply = train(next(m for m in messages if m.metadata.dst_node_id == 7), restarted)
+    metrics = reply.content.metric_records["metrics"]
+
+    assert (metrics[REJOINED], metrics["partition-id"]) == (1, 1)
+    assert metrics["num-examples"] == 12 + len(experiment.plan.server_indices)  # its rows + the cached transfer set
+    traffic.note_round(1, [reply.content], [])
+    assert traffic.rejoins == {1: 1}
+    again = train(next(m for m in messages if m.metadata.dst_node_id == 7), restarted).content.metric_records["metrics"]
+    assert again[REJOINED] == 0  # once rejoined, it holds the run again
+    # Without the payload in its cache a restarted node fails clearly (and the round goes on without it).
+    with pytest.raises(RuntimeError, match="not in this node's cache"):
+        train(next(m for m in messages if m.metadata.dst_node_id == 5), _fresh_context({"data-path": str(tmp_path / "node"), "cache-dir": str(tmp_path / "empty")}))
+
+
+def _described(records: dict, node_config: dict) -> Context:
+    context = _fresh_context(node_config)
+    describe(Message(RecordDict(dict(records)), dst_node_id=7, message_type=DESCRIBE), context)
+    return context
+
+
+class _NodeGrid:
+    def __init__(self, node_ids: list[int]) -> None:
+        self.node_ids = node_ids
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.node_ids)
 
 
 def test_a_partition_node_under_transfer_set_delivery_trains_on_its_partition_and_the_transfer_set(built) -> None:  # noqa: ANN001
@@ -252,7 +301,7 @@ class _DescribingGrid:
 
         for message in messages:
             node = message.metadata.dst_node_id
-            slot = int(message.content.config_records["run"][RUN_SLOT])
+            slot = int(message.content.config_records[RUN][RUN_SLOT])
             yield (Message(Error(code=0, reason=f"NodeDataError: /srv/node{node}/x.png: cannot read image"), reply_to=message)
                    if node in self.failing else
                    Message(RecordDict({"node": ConfigRecord({"partition-id": slot, "channel-profile": "awgn@10dB"})}),
@@ -264,9 +313,9 @@ def test_a_node_that_cannot_describe_itself_is_lost_and_the_run_goes_on_while_en
 
     experiment, _ = built("transfer_set")
 
-    nodes = describe_nodes(_DescribingGrid({30}), [30, 10, 20], experiment, "", enough=2)
+    nodes = describe_nodes(_DescribingGrid({30}), run_description(experiment, [30, 10, 20], ""), 60.0, enough=2)
     assert sorted(nodes) == [10, 20]
     assert sorted(entry["partition-id"] for entry in nodes.values()) == [0, 1]  # slots in node-id order
 
     with pytest.raises(RuntimeError, match=r"only 1 of 3 nodes could start, 2 needed: node 20: .*/srv/node20/x\.png.*; node 30: "):
-        describe_nodes(_DescribingGrid({20, 30}), [30, 10, 20], experiment, "", enough=2)
+        describe_nodes(_DescribingGrid({20, 30}), run_description(experiment, [30, 10, 20], ""), 60.0, enough=2)

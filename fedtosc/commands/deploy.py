@@ -57,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         _add_insecure(action)
         action.set_defaults(func=func)
     actions.choices["register"].add_argument("public_keys", nargs="+", type=Path, help="the nodes' .pub files")
+    actions.choices["register"].add_argument("--wait-s", type=float, default=60.0,
+                                             help="wait this long for the SuperLink to answer first (default 60)")
     actions.choices["run"].add_argument("overrides", nargs="*", help="Hydra overrides, as for `fedtosc run`")
 
     prepare = actions.add_parser("prepare", help="write the run dir's config.yaml and build teacher + knowledge (server box)")
@@ -123,9 +125,10 @@ def _cli_home(args: argparse.Namespace) -> Path:
 
 
 def _register(args: argparse.Namespace) -> int:
-    from fedtosc.deployment import register_nodes
+    from fedtosc.deployment import register_nodes, wait_for_superlink
 
     cli_home = _cli_home(args)
+    wait_for_superlink(args.superlink, None if args.insecure else args.root_certificates, args.wait_s)
     for public_key, node_id in register_nodes(cli_home, _SUPERLINK_NAME, args.public_keys).items():
         print(f"registered {public_key} as node {node_id}")
     return 0

@@ -22,7 +22,7 @@ from fedtosc.channels import ChannelProfile, client_profiles
 from fedtosc.config import ExperimentConfig, config_from_json
 from fedtosc.data import DataPlan, DataSplits, ImageDataset
 from fedtosc.experiment import Experiment, load_experiment
-from fedtosc.federation.messages import CONFIG_JSON
+from fedtosc.federation.messages import CONFIG_JSON, RUN, RUN_CONFIG
 from fedtosc.federation.node_data import OwnSamples, own_samples, partition_samples
 
 __all__ = [
@@ -54,8 +54,8 @@ def node_facts(context: Context, config: ExperimentConfig) -> NodeFacts:
     node_config = context.node_config
     if "partition-id" in node_config:
         partition_id = int(node_config["partition-id"])
-    elif "run" in context.state.config_records:
-        partition_id = int(context.state.config_records["run"][RUN_SLOT])
+    elif RUN in context.state.config_records:
+        partition_id = int(context.state.config_records[RUN][RUN_SLOT])
     else:
         raise ValueError("this SuperNode has no partition-id and the server has not described the run to it yet")
     if not 0 <= partition_id < config.federation.num_clients:
@@ -104,8 +104,8 @@ class NodeView:
 def node_view(context: Context) -> NodeView:
     """This node's view, from its node config and what the server sent in `describe`."""
     records = context.state.config_records
-    config_json = str(records["config"][CONFIG_JSON])
-    run = records["run"]
+    config_json = str(records[RUN_CONFIG][CONFIG_JSON])
+    run = records[RUN]
     node_config = context.node_config
     data_path = _data_path(node_config, json.loads(config_json)["dataset"]["node_root"])
     if data_path is None:
