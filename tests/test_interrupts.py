@@ -18,13 +18,19 @@ _ONE_RUN_LIMIT_S = 900
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * _ONE_RUN_LIMIT_S)]  # two runs
 
 
+def _sigint_as_at_a_terminal() -> None:
+    # A suite started in the background (nohup, `&` in a script) inherits SIGINT ignored, and Python
+    # keeps an ignored SIGINT: the run would never see the Ctrl-C this test stands for.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_mid_run_stops_everything_and_resume_finishes_it(tmp_path, digits_teacher):
     run_dir = tmp_path / "run"
     process = subprocess.Popen(
         [sys.executable, "-m", "fedtosc.cli", "run", f"output_dir={run_dir}", *digits_teacher,
          "federation.num_clients=2", "channel.clients='awgn:5,awgn:15'", "federation.rounds=200",
          "train.local_epochs=1", "channel.eval_snr_db=[10]"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_at_a_terminal,
     )
     # Wait for the first checkpoint however long a loaded machine takes; a hang hits pytest's timeout.
     while not (run_dir / "checkpoint.safetensors").exists():
