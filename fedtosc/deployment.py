@@ -12,11 +12,8 @@ import datetime as _dt
 import ipaddress
 import json
 import signal
-import ssl
 import subprocess
-import time
 import tomllib
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +34,6 @@ __all__ = [
     "run_foreground",
     "superlink_command",
     "supernode_command",
-    "wait_for_superlink",
     "write_cli_config",
 ]
 
@@ -268,23 +264,6 @@ def write_cli_config(flwr_home: Path, name: str, address: str, root_certificates
     path = flwr_home / "config.toml"
     path.write_text(f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\naddress = "{address}"\n{trust}\n')
     return path
-
-
-def wait_for_superlink(address: str, root_certificates: Path | None, timeout_s: float) -> None:
-    """Return once the SuperLink at `address` answers its health check (a SuperLink just started in
-    the background takes seconds); TimeoutError naming the address after `timeout_s`."""
-    scheme, context = ("http", None) if root_certificates is None else ("https", ssl.create_default_context(cafile=str(root_certificates)))
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(f"{scheme}://{address}/health", timeout=2.0, context=context) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no SuperLink answered at {address} within {timeout_s:.0f} s: is it running, on that port, with this CA?")
-        time.sleep(0.5)
 
 
 def register_nodes(flwr_home: Path, superlink_name: str, public_keys: list[Path]) -> dict[Path, int]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ __all__ = [
     "signal_process",
     "stop_run_processes",
     "venv_executable",
+    "wait_healthy",
 ]
 
 FEDERATION_NAME = "fedtosc-sim"
@@ -80,19 +82,25 @@ def venv_executable(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def _wait_healthy(port: int, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + _STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise FederationLaunchError(f"flower-superlink exited with code {process.returncode}; see {log_path}")
+def wait_healthy(address: str, timeout_s: float, *, ca_certificate: Path | None = None,
+                 process: subprocess.Popen | None = None, hint: str = "") -> None:
+    """Return once the SuperLink at `address` (host:port) answers its health check, over https
+    when `ca_certificate` is given. FederationLaunchError naming the address and `hint` (where to
+    look) when `process`, the SuperLink we started, exits first, or after `timeout_s`."""
+    scheme, context = ("http", None) if ca_certificate is None else ("https", ssl.create_default_context(cafile=str(ca_certificate)))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process is not None and process.poll() is not None:
+            raise FederationLaunchError(f"flower-superlink at {address} exited with code {process.returncode}; {hint}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1.0) as response:
+            with urllib.request.urlopen(f"{scheme}://{address}/health", timeout=1.0, context=context) as response:
                 if response.status == 200:
                     return
         except OSError:
-            pass
+            pass  # not listening yet, or mid-start
+        if time.monotonic() > deadline:
+            raise FederationLaunchError(f"no SuperLink answered at {address} within {timeout_s:.0f} s; {hint}")
         time.sleep(0.3)
-    raise FederationLaunchError(f"flower-superlink did not become healthy in {_STARTUP_TIMEOUT_S:.0f} s; see {log_path}")
 
 
 def processes_with_env(name: str, value: str) -> list[int]:
@@ -199,7 +207,7 @@ def run_simulation(config: ExperimentConfig, run_dir: Path, project_root: Path, 
             env=env, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        _wait_healthy(port, superlink, log_path)
+        wait_healthy(f"127.0.0.1:{port}", _STARTUP_TIMEOUT_S, process=superlink, hint=f"see {log_path}")
         federation_config = f"num-supernodes={config.federation.num_clients} {resources.federation_config()}"
         command = [
             venv_executable("flwr"), "run", str(project_root), FEDERATION_NAME, "--stream",

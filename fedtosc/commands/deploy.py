@@ -125,10 +125,12 @@ def _cli_home(args: argparse.Namespace) -> Path:
 
 
 def _register(args: argparse.Namespace) -> int:
-    from fedtosc.deployment import register_nodes, wait_for_superlink
+    from fedtosc.deployment import register_nodes
+    from fedtosc.launch import wait_healthy
 
     cli_home = _cli_home(args)
-    wait_for_superlink(args.superlink, None if args.insecure else args.root_certificates, args.wait_s)
+    wait_healthy(args.superlink, args.wait_s, ca_certificate=None if args.insecure else args.root_certificates,
+                 hint="is it running, on that port, with this CA?")
     for public_key, node_id in register_nodes(cli_home, _SUPERLINK_NAME, args.public_keys).items():
         print(f"registered {public_key} as node {node_id}")
     return 0
