@@ -2,7 +2,8 @@
 
 Per eval link and SNR: every arm's accuracy over seeds, and for `full` the paired difference to
 the best specialist at that point (the one with the highest mean accuracy there). `full`
-"matches" where that difference's 95% interval contains 0 or lies above it.
+"matches" where that difference's 95% interval contains 0 or lies above it. `no_adaptive`'s rows
+carry its paired difference to `full`: what the channel-adaptive module buys, with its sign flipped.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fedtosc.studies.tables import Cell, accuracy_at, cells_by_arm, paired_colum
 __all__ = ["plot_snr_mismatch", "snr_mismatch_claims", "snr_mismatch_rows"]
 
 _FULL = "full"
+_NO_ADAPTIVE = "no_adaptive"
 
 
 def snr_mismatch_rows(cells: list[Cell]) -> list[dict[str, Any]]:
@@ -38,12 +40,43 @@ def snr_mismatch_rows(cells: list[Cell]) -> list[dict[str, Any]]:
                 if arm == _FULL and best is not None:
                     row.update(paired_columns(members, present[best], best, channel, snr_db))
                     row["matches"] = bool(row["difference_high"] >= 0.0)
+                if arm == _NO_ADAPTIVE and _FULL in present:
+                    row.update(paired_columns(members, present[_FULL], _FULL, channel, snr_db))
                 rows.append(row)
     return rows
 
 
 def snr_mismatch_claims(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per eval link: at how many SNRs `full` matches the best specialist, and where it does not."""
+    """Per eval link: at how many SNRs `full` matches the best specialist, and where it does not;
+    then where the channel-adaptive module (full − no_adaptive) helps or hurts."""
+    return _specialist_claims(rows) + _adaptive_module_claims(rows)
+
+
+def _adaptive_module_claims(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    claims = []
+    for channel in dict.fromkeys(row["channel"] for row in rows if row["arm"] == _NO_ADAPTIVE and "difference" in row):
+        points = [row for row in rows if row["channel"] == channel and row["arm"] == _NO_ADAPTIVE and "difference" in row]
+        # no_adaptive's rows hold no_adaptive − full: the module helps where that interval lies below 0.
+        helps = [row["snr_db"] for row in points if row["difference_high"] < 0.0]
+        hurts = [row["snr_db"] for row in points if row["difference_low"] > 0.0]
+        gain = -float(np.mean([row["difference"] for row in points]))
+        claims.append({
+            "claim": f"{channel}: full − no_adaptive (the channel-adaptive module) averages {100 * gain:+.1f} points over "
+                     f"{len(points)} SNRs; paired 95% interval above 0 at {_listed(helps)}, below 0 at {_listed(hurts)}",
+            "channel": channel,
+            "mean_gain": gain,
+            "helps_at_snr_db": helps,
+            "hurts_at_snr_db": hurts,
+            "points": len(points),
+        })
+    return claims
+
+
+def _listed(snrs: list[float]) -> str:
+    return f"{len(snrs)} ({', '.join(f'{snr:g}' for snr in snrs)} dB)" if snrs else "none"
+
+
+def _specialist_claims(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     claims = []
     for channel in dict.fromkeys(row["channel"] for row in rows if "matches" in row):
         points = [row for row in rows if row["channel"] == channel and "matches" in row]
