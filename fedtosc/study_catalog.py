@@ -96,6 +96,9 @@ SNR_MISMATCH = Study(
     arms={
         "full": ("method=full",),
         "no_adaptive": ("method=no_adaptive",),
+        # full's SNR conditioning at no_adaptive's bandwidth (all student.channel_uses symbols): the
+        # pair that isolates the channel-adaptive module, since full's learned rate sends fewer symbols.
+        "fixed_rate": ("method=fixed_rate",),
         **dict(_specialist(channel, snr_db) for channel in ("awgn", "rayleigh", "rician") for snr_db in (-5, 5, 15)),
     },
     claims="fedtosc.studies.mismatch:snr_mismatch_claims",
