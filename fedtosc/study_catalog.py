@@ -102,8 +102,8 @@ SNR_MISMATCH = Study(
         **dict(_specialist(channel, snr_db) for channel in ("awgn", "rayleigh", "rician") for snr_db in (-5, 5, 15)),
     },
     claims="fedtosc.studies.mismatch:snr_mismatch_claims",
-    printed=("arm", "channel", "snr_db", "accuracy_mean", "num_seeds", "paired_with", "difference", "difference_low",
-             "difference_high", "matches"),
+    printed=("arm", "channel", "snr_db", "channel_uses", "accuracy_mean", "num_seeds", "paired_with", "difference",
+             "difference_low", "difference_high", "matches"),
 )
 
 BANDWIDTH = Study(

@@ -61,16 +61,18 @@ def test_snr_mismatch_pairs_full_with_the_best_specialist_at_each_point(tmp_path
     assert (tmp_path / "mismatch.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_snr_mismatch_pairs_no_adaptive_with_full_to_show_what_the_adaptive_module_buys(tmp_path: Path) -> None:
-    # full's curve is 0.7, 0.9, 1.0 (tests/synthetic_runs.py)
+def test_snr_mismatch_pairs_no_adaptive_with_fixed_rate_to_show_what_the_adaptive_module_buys(tmp_path: Path) -> None:
+    # fixed_rate's curve is 0.7, 0.9, 1.0 (tests/synthetic_runs.py)
     worse_at_low_snr = {"accuracy_vs_snr": {"awgn": {"0.0": 0.5, "10.0": 0.95, "20.0": 1.0}}}
     cells = load_cells([
-        *(_arm_cell(tmp_path, "full", seed, accuracy=0.9) for seed in (0, 1)),
+        *(_arm_cell(tmp_path, "fixed_rate", seed, accuracy=0.9) for seed in (0, 1)),
         *(_arm_cell(tmp_path, "no_adaptive", seed, results=worse_at_low_snr) for seed in (0, 1)),
     ])
     rows = {row["snr_db"]: row for row in snr_mismatch_rows(cells) if row["arm"] == "no_adaptive"}
-    assert rows[0.0]["paired_with"] == "full" and rows[0.0]["difference"] == pytest.approx(0.5 - 0.7)
+    assert rows[0.0]["paired_with"] == "fixed_rate" and rows[0.0]["difference"] == pytest.approx(0.5 - 0.7)
+    assert rows[0.0]["channel_uses"] == 16.0
     (claim,) = snr_mismatch_claims(list(rows.values()))
+    assert claim["pair"] == "fixed_rate - no_adaptive"
     assert claim["mean_gain"] == pytest.approx(((0.7 - 0.5) + (0.9 - 0.95) + 0) / 3)
     assert (claim["helps_at_snr_db"], claim["hurts_at_snr_db"]) == ([0.0], [10.0])
     assert "above 0 at 1 (0 dB), below 0 at 1 (10 dB)" in claim["claim"]

@@ -2,8 +2,12 @@
 
 Per eval link and SNR: every arm's accuracy over seeds, and for `full` the paired difference to
 the best specialist at that point (the one with the highest mean accuracy there). `full`
-"matches" where that difference's 95% interval contains 0 or lies above it. `no_adaptive`'s rows
-carry its paired difference to `full`: what the channel-adaptive module buys, with its sign flipped.
+"matches" where that difference's 95% interval contains 0 or lies above it.
+
+Two more pairs, on the rows of the arm named first (difference = that arm − its partner):
+`no_adaptive` against `fixed_rate`, full's SNR conditioning at the same bandwidth (all symbols),
+which isolates the channel-adaptive module; and `fixed_rate` against `full`, what full's learned
+rate costs or saves. Every row says how many symbols its arm sent at that SNR (`channel_uses`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,12 @@ __all__ = ["plot_snr_mismatch", "snr_mismatch_claims", "snr_mismatch_rows"]
 
 _FULL = "full"
 _NO_ADAPTIVE = "no_adaptive"
+_FIXED_RATE = "fixed_rate"
+# arm: the partner its rows are paired with (this arm − partner), and what the partner's lead means.
+_PAIRS = {
+    _NO_ADAPTIVE: (_FIXED_RATE, "the channel-adaptive module at equal bandwidth (fixed_rate − no_adaptive)"),
+    _FIXED_RATE: (_FULL, "the learned rate (full − fixed_rate)"),
+}
 
 
 def snr_mismatch_rows(cells: list[Cell]) -> list[dict[str, Any]]:
@@ -36,34 +46,39 @@ def snr_mismatch_rows(cells: list[Cell]) -> list[dict[str, Any]]:
             best = max(specialists, key=means.__getitem__) if specialists else None
             for arm, members in present.items():
                 row = {"arm": arm, "channel": channel, "snr_db": snr_db,
+                       "channel_uses": float(np.mean([c.results["channel_uses"][str(snr_db)] for c in members])),
                        **spread([accuracy_at(c, channel, snr_db) for c in members], members)}
                 if arm == _FULL and best is not None:
                     row.update(paired_columns(members, present[best], best, channel, snr_db))
                     row["matches"] = bool(row["difference_high"] >= 0.0)
-                if arm == _NO_ADAPTIVE and _FULL in present:
-                    row.update(paired_columns(members, present[_FULL], _FULL, channel, snr_db))
+                partner = _PAIRS.get(arm, ("",))[0]
+                if partner in present:
+                    row.update(paired_columns(members, present[partner], partner, channel, snr_db))
                 rows.append(row)
     return rows
 
 
 def snr_mismatch_claims(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per eval link: at how many SNRs `full` matches the best specialist, and where it does not;
-    then where the channel-adaptive module (full − no_adaptive) helps or hurts."""
-    return _specialist_claims(rows) + _adaptive_module_claims(rows)
+    then, per pair in _PAIRS, where the partner's lead is above or below 0."""
+    return _specialist_claims(rows) + [claim for arm in _PAIRS for claim in _pair_claims(rows, arm)]
 
 
-def _adaptive_module_claims(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _pair_claims(rows: list[dict[str, Any]], arm: str) -> list[dict[str, Any]]:
+    """Per eval link: the partner's mean lead over `arm` (the rows hold arm − partner, so the lead is
+    their negation) and the SNRs where its paired 95% interval lies above or below 0."""
+    what = _PAIRS[arm][1]
     claims = []
-    for channel in dict.fromkeys(row["channel"] for row in rows if row["arm"] == _NO_ADAPTIVE and "difference" in row):
-        points = [row for row in rows if row["channel"] == channel and row["arm"] == _NO_ADAPTIVE and "difference" in row]
-        # no_adaptive's rows hold no_adaptive − full: the module helps where that interval lies below 0.
+    for channel in dict.fromkeys(row["channel"] for row in rows if row["arm"] == arm and "difference" in row):
+        points = [row for row in rows if row["channel"] == channel and row["arm"] == arm and "difference" in row]
         helps = [row["snr_db"] for row in points if row["difference_high"] < 0.0]
         hurts = [row["snr_db"] for row in points if row["difference_low"] > 0.0]
         gain = -float(np.mean([row["difference"] for row in points]))
         claims.append({
-            "claim": f"{channel}: full − no_adaptive (the channel-adaptive module) averages {100 * gain:+.1f} points over "
-                     f"{len(points)} SNRs; paired 95% interval above 0 at {_listed(helps)}, below 0 at {_listed(hurts)}",
+            "claim": f"{channel}: {what} averages {100 * gain:+.1f} points over {len(points)} SNRs; "
+                     f"paired 95% interval above 0 at {_listed(helps)}, below 0 at {_listed(hurts)}",
             "channel": channel,
+            "pair": f"{_PAIRS[arm][0]} - {arm}",
             "mean_gain": gain,
             "helps_at_snr_db": helps,
             "hurts_at_snr_db": hurts,
