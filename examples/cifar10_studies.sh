@@ -39,7 +39,7 @@ case "$what" in
     study bandwidth "$@"
     # The same grid where the receiver knows h: without CSI nothing crossed 0 dB block fading at
     # this budget (chance accuracy at every width), which left the rate question unanswered.
-    SUFFIX=-csi study bandwidth channel.clients=rayleigh:0 "channel.eval_channels=[rayleigh]" --channel rayleigh "$@" ;;
+    SUFFIX=-csi study bandwidth channel.clients=rayleigh:0 "channel.eval_channels=[rayleigh]" "$@" --channel rayleigh ;;
   knowledge-rate) study knowledge-rate "$@" ;;
   all)
     for name in data-efficiency snr-mismatch bandwidth knowledge-rate; do bash "$0" "$name" "$@"; done ;;
