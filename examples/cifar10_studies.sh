@@ -4,6 +4,7 @@
 #
 #   bash examples/cifar10_studies.sh data-efficiency     # or snr-mismatch | bandwidth | knowledge-rate | all
 #   bash examples/cifar10_studies.sh data-efficiency seed=0   # extra overrides narrow the grid: one seed first
+#   bash examples/cifar10_studies.sh data-efficiency --no-run # summarize the cells that have landed, run none
 #
 # The budget, the same for every cell of every study:
 #   - the shipped ResNet-20 teacher (teachers/resnet20-cifar10.safetensors, trained on the whole

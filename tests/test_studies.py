@@ -255,6 +255,26 @@ def test_study_command_summarizes_its_cells_into_csv_figure_and_study_json(
     assert "0 ran, 1 already complete, 0 failed" in capsys.readouterr().out
 
 
+def test_no_run_summarizes_the_complete_cells_and_lists_the_missing_without_running_any(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study_dir = tmp_path / "study"
+    run_dir = study_dir / "cells" / cell_name(_ONE_CELL_AXES)
+    _write_cell_as_study_would(run_dir, [*_ONE_CELL, *_SMALL, "+study=data_efficiency"])
+    (run_dir / CELL_FILE).write_text(json.dumps({"axes": _ONE_CELL_AXES}))
+    monkeypatch.setattr(sweep.subprocess, "run", _must_not_run)
+    two_seeds = [override.replace("seed=0", "seed=0,1") for override in _ONE_CELL]
+
+    assert main(["study", "data-efficiency", "--no-run", "--output", str(study_dir), *two_seeds, *_SMALL]) == 0
+
+    study = json.loads((study_dir / "study.json").read_text())
+    assert sorted(cell["status"] for cell in study["cells"]) == ["missing", "skipped"]
+    (row,) = study["rows"]
+    assert row["num_seeds"] == 1
+    assert not any(path.name.endswith("seed-1") for path in (study_dir / "cells").iterdir())  # nothing made for it
+    assert "0 ran, 1 already complete, 1 missing (not run: --no-run), 0 failed" in capsys.readouterr().out
+
+
 def test_a_study_directory_with_a_colon_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="contains ':'"):
         run_study("data-efficiency", _ONE_CELL, tmp_path / "a:b")

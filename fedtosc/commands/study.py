@@ -27,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         study_parser.add_argument(
             "--centralized", action="store_true", help="run each cell with `fedtosc train` instead of `fedtosc run`"
         )
+        study_parser.add_argument(
+            "--no-run", action="store_true",
+            help="run no cell: summarize the grid's complete cells and list the missing ones (a grid finished in parts)",
+        )
         for flag, options in study.options.items():
             study_parser.add_argument(flag, **options)
         study_parser.set_defaults(func=_study)
@@ -39,8 +43,9 @@ def _study(args: argparse.Namespace) -> int:
     study_dir = (args.output or project_root() / "studies" / args.study).expanduser().resolve()
     check_writable(study_dir, "--output")
     print(f"study directory: {study_dir}")
-    outcomes = studies.run_study(args.study, list(args.overrides), study_dir, centralized=args.centralized)
-    finished = studies.load_cells([o.run_dir for o in outcomes if o.status != "failed"])
+    outcomes = studies.run_study(args.study, list(args.overrides), study_dir, centralized=args.centralized,
+                                 run_missing=not args.no_run)
+    finished = studies.load_cells([o.run_dir for o in outcomes if o.status in studies.FINISHED])
     study = STUDIES.get(args.study)
     stem = study.conf
     rows, claims = [], []
@@ -68,8 +73,9 @@ def _study(args: argparse.Namespace) -> int:
             "rows": rows,
         },
     )
-    counts = {status: sum(o.status == status for o in outcomes) for status in ("ran", "skipped", "failed")}
-    print(f"cells: {counts['ran']} ran, {counts['skipped']} already complete, {counts['failed']} failed")
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("ran", "skipped", "missing", "failed")}
+    missing = f", {counts['missing']} missing (not run: --no-run)" if counts["missing"] else ""
+    print(f"cells: {counts['ran']} ran, {counts['skipped']} already complete{missing}, {counts['failed']} failed")
     for outcome in outcomes:
         if outcome.status == "failed":
             print(f"  failed: {outcome.run_dir.name}: {outcome.message}")

@@ -6,7 +6,7 @@ cells' results.json files into one CSV and one figure per study (`mismatch`, `ba
 `knowledge_rate` do it for their studies), with arms compared per test image by `paired`.
 """
 
-from fedtosc.studies.sweep import CellOutcome, run_study
+from fedtosc.studies.sweep import FINISHED, CellOutcome, run_study
 from fedtosc.studies.tables import (
     Cell,
     data_efficiency_claims,
@@ -19,6 +19,7 @@ from fedtosc.studies.tables import (
 )
 
 __all__ = [
+    "FINISHED",
     "Cell",
     "CellOutcome",
     "data_efficiency_claims",

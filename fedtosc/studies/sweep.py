@@ -4,7 +4,9 @@ The grid is `hydra.sweeper.params` in conf/study/<name>.yaml; command-line overr
 axis (`method=full,labels_only`) or fix any other key (`federation.rounds=2`). Hydra's basic
 sweeper expands and validates the grid; each cell runs as a child process (so Flower, Ray and
 torch state never leak between cells) into <study>/cells/<axes>/. A cell whose results.json is
-complete and whose stored config equals the cell's config now is skipped, so a study resumes.
+complete and whose stored config equals the cell's config now is skipped, so a study resumes;
+with `run_missing=False` nothing runs and the others are reported `missing`, so a grid finished in
+parts can be summarized over whatever has landed.
 
 Arms: a study may name arms (`Study.arms`: name -> overrides), each a different training config
 (a method, or a specialist's own channel). The grid runs once per arm with the arm's overrides,
@@ -41,17 +43,19 @@ from fedtosc.registry import UnknownEntryError
 from fedtosc.results import read_results, write_json_atomic
 from fedtosc.run_dir import project_root
 
-__all__ = ["ARM", "CELL_FILE", "CellOutcome", "cell_name", "run_study"]
+__all__ = ["ARM", "CELL_FILE", "FINISHED", "CellOutcome", "cell_name", "run_study"]
 
 ARM = "arm"  # the axis naming a cell's arm, in studies that have arms
 CELL_FILE = "cell.json"  # the cell's axis values, beside the run's own files
+FINISHED = ("ran", "skipped")  # the statuses of cells with complete results
 LOG_FILE = "fedtosc.log"
 _MAX_NAME_CHARS = 120
 
 
 @dataclass
 class CellOutcome:
-    """What happened to one cell: `ran`, `skipped` (already complete) or `failed`."""
+    """What happened to one cell: `ran`, `skipped` (already complete), `missing` (not complete, and
+    not run: `run_missing=False`) or `failed`."""
 
     run_dir: Path
     axes: dict[str, str]
@@ -74,9 +78,12 @@ def cell_name(axes: dict[str, str]) -> str:
     return name
 
 
-def run_study(study: str, overrides: list[str], study_dir: Path, centralized: bool = False) -> list[CellOutcome]:
+def run_study(
+    study: str, overrides: list[str], study_dir: Path, centralized: bool = False, run_missing: bool = True
+) -> list[CellOutcome]:
     """Run every cell of `study` (a name in fedtosc.registries.STUDIES) not already complete under
-    study_dir/cells/: each selected arm's grid, then the cells its follow-up derives.
+    study_dir/cells/: each selected arm's grid, then the cells its follow-up derives. With
+    `run_missing=False`, run none: the incomplete cells come back `missing`.
 
     Raises ConfigError for an unknown study or arm, a key the schema lacks or a grid Hydra can't compose.
     """
@@ -88,10 +95,10 @@ def run_study(study: str, overrides: list[str], study_dir: Path, centralized: bo
     if ":" in str(study_dir):
         raise ConfigError(f"study directory {study_dir} contains ':', which breaks Flower's app path on Ray workers")
     arms, overrides = _selected_arms(study, entry.arms, overrides)
-    run = functools.partial(_run_grid, study, entry.conf, study_dir=study_dir, centralized=centralized)
+    run = functools.partial(_run_grid, study, entry.conf, study_dir=study_dir, centralized=centralized, run_missing=run_missing)
     outcomes = [outcome for arm, pinned in arms.items() for outcome in run(arm, _pinned_over(overrides, pinned))]
     if entry.follow_up is not None:
-        finished = [outcome for outcome in outcomes if outcome.status != "failed"]
+        finished = [outcome for outcome in outcomes if outcome.status in FINISHED]
         for arm, pinned in entry.derive(finished):
             outcomes += run(arm, _pinned_over(overrides, pinned))
     return outcomes
@@ -130,7 +137,8 @@ def _pinned_over(overrides: list[str], pinned: tuple[str, ...] | list[str]) -> l
     return [*kept, *pinned]
 
 
-def _run_grid(study: str, conf_name: str, arm: str | None, overrides: list[str], study_dir: Path, centralized: bool) -> list[CellOutcome]:
+def _run_grid(study: str, conf_name: str, arm: str | None, overrides: list[str], study_dir: Path, centralized: bool,
+              run_missing: bool) -> list[CellOutcome]:
     """One Hydra multirun over the grid of conf/study/<conf_name>.yaml under `overrides`."""
     task = functools.partial(
         _run_cell,
@@ -138,6 +146,7 @@ def _run_grid(study: str, conf_name: str, arm: str | None, overrides: list[str],
         axis_keys=_axis_keys(conf_name, overrides),
         command="train" if centralized else "run",
         arm=arm,
+        run_missing=run_missing,
     )
     hydra_overrides = [
         *overrides,
@@ -176,7 +185,8 @@ def _quoted(path: Path) -> str:
     return f"'{path}'"
 
 
-def _run_cell(cfg: DictConfig, cells_dir: Path, axis_keys: list[str], command: str, arm: str | None) -> CellOutcome:
+def _run_cell(cfg: DictConfig, cells_dir: Path, axis_keys: list[str], command: str, arm: str | None,
+              run_missing: bool) -> CellOutcome:
     """Hydra's task function: one cell, run as `fedtosc <command> <the cell's overrides>`."""
     overrides = list(HydraConfig.get().overrides.task)
     values = {o.key_or_group: str(o.value()) for o in OverridesParser.create().parse_overrides(overrides)}
@@ -193,6 +203,9 @@ def _run_cell(cfg: DictConfig, cells_dir: Path, axis_keys: list[str], command: s
     if _is_complete(run_dir, config_to_json(expected)):
         print(f"[skipped] {run_dir.name}: complete", flush=True)
         return CellOutcome(run_dir, axes, "skipped")
+    if not run_missing:
+        print(f"[missing] {run_dir.name}", flush=True)
+        return CellOutcome(run_dir, axes, "missing")
     run_dir.mkdir(parents=True, exist_ok=True)
     # A stale results.json beside a new config.yaml would pass for complete if this run fails.
     (run_dir / "results.json").unlink(missing_ok=True)
