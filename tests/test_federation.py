@@ -73,6 +73,17 @@ def test_checkpoint_round_trips_and_a_corrupt_one_is_named(tmp_path):
         load_checkpoint(tmp_path / "nowhere")
 
 
+def test_the_state_digest_is_equal_exactly_when_the_states_are_equal_bit_for_bit():
+    state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "steps": np.array(3, np.int64)}
+    assert state_digest(state) == state_digest({name: array.copy() for name, array in reversed(state.items())})
+    flipped = state["w"].copy()
+    flipped.view(np.uint32)[1, 2] ^= 1  # the lowest mantissa bit of one weight
+    assert state_digest({**state, "w": flipped}) != state_digest(state)
+    assert state_digest({**state, "w": state["w"].reshape(3, 2)}) != state_digest(state)
+    assert state_digest({**state, "w": state["w"].astype(np.float64)}) != state_digest(state)
+    assert state_digest({"v": state["w"], "steps": state["steps"]}) != state_digest(state)
+
+
 def test_fault_spec_parses_and_rejects_malformed_entries():
     assert parse_faults("crash:1@2, nan:0@1") == {(1, 2): "crash", (0, 1): "nan"}
     with pytest.raises(ValueError, match="explode:1@2"):
