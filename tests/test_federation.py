@@ -56,10 +56,15 @@ def test_screening_accepts_a_matching_update_and_names_each_problem():
 
 
 def test_checkpoint_round_trips_and_a_corrupt_one_is_named(tmp_path):
-    save_checkpoint(tmp_path, 3, {"w": torch.arange(4.0)}, {"m_t/w": np.ones(4, np.float32)})
+    # A 0-d moment (that of a BatchNorm's num_batches_tracked) stays 0-d: a resumed run's global
+    # model keeps the shapes of the uninterrupted run's.
+    moments = {"m_t/w": np.ones(4, np.float32), "m_t/steps": np.array(2.0, np.float32)}
+    save_checkpoint(tmp_path, 3, {"w": torch.arange(4.0)}, moments)
     server_round, state = load_checkpoint(tmp_path)
     assert server_round == 3 and list(state) == ["w"] and torch.equal(state["w"], torch.arange(4.0))
-    assert load_strategy_state(tmp_path).keys() == {"m_t/w"}
+    restored = load_strategy_state(tmp_path)
+    assert restored.keys() == moments.keys()
+    assert all(restored[name].shape == moments[name].shape for name in moments)
     path = tmp_path / "checkpoint.safetensors"
     raw = bytearray(path.read_bytes())
     raw[-1] ^= 0x01  # a flipped byte in the data region
