@@ -16,8 +16,9 @@ run: $(INSTALLED)
 
 # Four pytest-xdist workers on two cores: part of the slow tier is waiting (Flower's heartbeat
 # expiry, SuperNode polling, reconnect back-off), and workers overlap those waits. loadgroup keeps a module
-# marked xdist_group (one whose module fixture builds a teacher) on one worker. --no-loadscope-reorder
-# keeps the order tests/conftest.py gives (slow tests first), so no long run starts last.
+# marked xdist_group (one whose tests build knowledge stores into the session's cache) on one worker.
+# --no-loadscope-reorder keeps the order tests/conftest.py gives (slow tests first), so no long run
+# starts last. tests/conftest.py gives every test process one torch thread (more only spin on 2 cores).
 test: $(INSTALLED)
 	$(PYTHON) -m pytest -q -p no:cacheprovider -n 4 --dist loadgroup --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 

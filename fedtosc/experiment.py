@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from fedtosc.registries import CODECS, TEACHERS
 
 __all__ = [
     "Experiment",
+    "KnowledgeCacheRebuilt",
     "codec_for",
     "ensure_knowledge",
     "knowledge_path",
@@ -112,6 +114,11 @@ def knowledge_path(experiment: Experiment, teacher: Teacher) -> Path:
     return Path(knowledge.cache_dir).expanduser() / name
 
 
+class KnowledgeCacheRebuilt(UserWarning):
+    """A cached knowledge store failed its checks (corrupt, truncated, stale) and is being rebuilt;
+    the message names the file and what was wrong with it."""
+
+
 def ensure_knowledge(experiment: Experiment, teacher: Teacher, device: torch.device) -> KnowledgeStore:
     """The store for this teacher, data and codec: opened from cache, or built once now."""
     _check_codec_fits_teacher(experiment.config, teacher)
@@ -125,8 +132,10 @@ def ensure_knowledge(experiment: Experiment, teacher: Teacher, device: torch.dev
     if path.is_file():
         try:
             return KnowledgeStore.open(path, expect=expect)
-        except KnowledgeStoreError:
-            pass  # unreadable or stale cache entry: rebuilt (atomically replaced) below
+        except KnowledgeStoreError as error:
+            # A cache entry derives from the teacher and the data alone, so rebuilding it (atomically
+            # replaced below) is the fix and the run goes on; a corrupt or stale file is still news.
+            warnings.warn(f"rebuilding the cached {error}", KnowledgeCacheRebuilt, stacklevel=2)
     try:
         # `ray.address` or RAY_ADDRESS: the teacher pass runs on that cluster (docs/scale-out.md).
         ray_address = cluster_address(experiment.config.ray.address)

@@ -35,7 +35,9 @@ def save_checkpoint(
     strategy_state: dict[str, np.ndarray] | None = None,
 ) -> None:
     tensors = {k: v.contiguous().cpu() for k, v in state.items()}
-    tensors |= {_STRATEGY_PREFIX + k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in (strategy_state or {}).items()}
+    # np.array, not np.ascontiguousarray: that one makes a 0-d moment (of a BatchNorm's
+    # num_batches_tracked) 1-d, and a resumed FedAdam then broadcasts that buffer to shape [1].
+    tensors |= {_STRATEGY_PREFIX + k: torch.from_numpy(np.array(v, order="C")) for k, v in (strategy_state or {}).items()}
     digests = json.dumps(tensor_digests({k: v.numpy() for k, v in tensors.items()}), sort_keys=True)
     with atomic_path(run_dir / CHECKPOINT_FILE) as temp:
         save_file(tensors, str(temp), metadata={"round": str(server_round), DIGESTS_KEY: digests})

@@ -17,6 +17,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from fedtosc.digests import state_digest
 from fedtosc.evaluation import StudentEvaluator
 from fedtosc.experiment import embedding_width, experiment_student, prepare_experiment, resolve_device
 from fedtosc.metrics_log import MetricsLog
@@ -73,6 +74,8 @@ def main(grid: Grid, context: Context) -> None:
             log.append(
                 overall_round, accuracy, traffic.clients, traffic.take_bytes_down(), traffic.bytes_up,
                 rejected=traffic.rejected, placement=traffic.placement,
+                # The global weights' digest: a rerun or a resumed run matches the uninterrupted one line by line.
+                global_sha256=state_digest({name: tensor.numpy() for name, tensor in state.items()}),
             )
             # After the metrics line: a resume drops lines past the checkpoint.
             save_checkpoint(run_dir, overall_round, state, strategy.state_arrays())

@@ -209,11 +209,11 @@ def test_node_key_is_a_p384_key_in_the_formats_flower_reads(tmp_path: Path) -> N
 
 @pytest.fixture(scope="module")
 def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Certificates, node keys and the teacher/knowledge caches, made once for all tests here.
+    """Certificates and node keys, made once for all tests here (the teacher and knowledge caches
+    are the session's, `digits_teacher`: a test that needs no teacher does not wait for one).
 
     Under pytest-xdist (`make test`) the workers share them too: the first worker makes them
-    under a lock in the session's base folder, the others wait and reuse them, so the teacher is
-    trained once rather than once per worker.
+    under a lock in the session's base folder, the others wait and reuse them.
     """
     _flwr_version_is_pinned_one()
     root = session_dir(tmp_path_factory, "deployment")
@@ -222,9 +222,6 @@ def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
             make_certificates(root / "certs", ["127.0.0.1"])
             for name in ("node0", "node1", "node2", "node3", "rogue"):
                 make_node_key(root / "keys", name)
-            prepared = subprocess.run([*FEDTOSC, "deploy", "prepare", *_overrides(root, root / "prepared")],
-                                      cwd=PROJECT_ROOT, env=_test_env(root), capture_output=True, text=True)
-            assert prepared.returncode == 0, prepared.stdout[-2000:] + prepared.stderr[-2000:]
     return root
 
 
@@ -239,11 +236,11 @@ def federation(shared_tmp: Path, tmp_path: Path):  # noqa: ANN201
         running.kill_leftovers()
 
 
-def _overrides(shared_tmp: Path, run_dir: Path, *extra: str, nodes: int = 3) -> list[str]:
+def _overrides(teacher: list[str], run_dir: Path, *extra: str, nodes: int = 3) -> list[str]:
+    """`teacher`: the session's teacher and knowledge cache (`digits_teacher`)."""
     return [
         f"federation.num_clients={nodes}", "federation.rounds=2", f"channel.clients='{','.join(SERVER_CHANNELS[:nodes])}'",
-        "channel.eval_snr_db=[0,10]", "teacher.epochs=3", "device=cpu",
-        f"teacher.cache_dir={shared_tmp / 'teachers'}", f"knowledge.cache_dir={shared_tmp / 'knowledge'}",
+        "channel.eval_snr_db=[0,10]", "device=cpu", *teacher,
         # Runs start while their SuperNodes are still starting (the two start-ups overlap), and on a
         # loaded machine a node can take minutes to connect; the ServerApp's wait ends as soon as all
         # have, so this limit only turns a node that never comes into a failure.
@@ -275,10 +272,10 @@ def _start_federation_and_run(federation: Federation, overrides: list[str], node
 
 @pytest.mark.slow
 @pytest.mark.timeout(_ONE_RUN_LIMIT_S)
-def test_three_supernodes_over_tls_run_two_rounds_and_leave_no_process(federation: Federation, shared_tmp: Path) -> None:
+def test_three_supernodes_over_tls_run_two_rounds_and_leave_no_process(federation: Federation, digits_teacher: list[str]) -> None:
     run_dir = federation.root / "run"
     # Preparing the run needs no SuperLink: it goes on while the federation starts.
-    prepare = subprocess.Popen([*FEDTOSC, "deploy", "prepare", *_overrides(shared_tmp, run_dir)],
+    prepare = subprocess.Popen([*FEDTOSC, "deploy", "prepare", *_overrides(digits_teacher, run_dir)],
                                cwd=PROJECT_ROOT, env=_test_env(federation.root))
     federation.start_superlink()
     _start_nodes(federation)
@@ -348,7 +345,7 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = _ONE_
 @pytest.mark.slow
 @pytest.mark.timeout(_ONE_RUN_LIMIT_S)
 def test_run_finishes_with_the_others_when_a_supernode_dies_and_another_hangs(
-    federation: Federation, shared_tmp: Path
+    federation: Federation, digits_teacher: list[str]
 ) -> None:
     """Four nodes; after receiving its knowledge node 2 is killed (SIGKILL) and node 3 hangs
     (SIGSTOP of all it runs): rounds go on with nodes 0 and 1.
@@ -362,7 +359,7 @@ def test_run_finishes_with_the_others_when_a_supernode_dies_and_another_hangs(
     The two faults share one run, so their heartbeat waits overlap: each slot is named by node id.
     """
     run_dir = federation.root / "run"
-    run = _start_federation_and_run(federation, _overrides(shared_tmp, run_dir, nodes=4), nodes=4)
+    run = _start_federation_and_run(federation, _overrides(digits_teacher, run_dir, nodes=4), nodes=4)
     output = []
     for line in run.stdout:
         output.append(line)
@@ -402,7 +399,7 @@ def _node_id(federation: Federation, name: str) -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(2 * _ONE_RUN_LIMIT_S)  # two runs, one after the other
 def test_deploy_run_resumes_from_its_checkpoint_after_the_superlink_restarts(
-    federation: Federation, shared_tmp: Path
+    federation: Federation, digits_teacher: list[str]
 ) -> None:
     """The server box's SuperLink dies once round 1 is checkpointed and comes back on the same port
     and state directory. The SuperNodes, never restarted, reconnect by themselves (the node
@@ -415,7 +412,7 @@ def test_deploy_run_resumes_from_its_checkpoint_after_the_superlink_restarts(
     from server.checkpoint import load_checkpoint
 
     run_dir = federation.root / "run"
-    interrupted = _start_federation_and_run(federation, _overrides(shared_tmp, run_dir))
+    interrupted = _start_federation_and_run(federation, _overrides(digits_teacher, run_dir))
     _wait_for(lambda: (run_dir / "checkpoint.safetensors").is_file() or interrupted.poll() is not None,
               "checkpoint")
     federation.crash("superlink")

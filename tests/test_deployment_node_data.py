@@ -5,7 +5,7 @@ into three folders (`fedtosc data split`), starts a TLS SuperLink and three Supe
 each, no partition-id) and runs `fedtosc deploy run`: the server broadcasts its transfer set
 (samples + knowledge) once per node, the deployment default. The doc shows exactly the script's
 commands (checked here), and the real-process test runs the script itself, restarting one box
-mid-run. The certificate/key/teacher fixture is test_deployment.py's.
+mid-run. The teacher is the session's (`digits_teacher`, tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from fedtosc.federation.messages import REJOINED
 from fedtosc.federation.payload_cache import cached_payload
 from fedtosc.federation.payloads import TRANSFER_IMAGES, TRANSFER_SAMPLES
 from fedtosc.launch import free_port, processes_with_env, signal_process
-from test_deployment import PROJECT_ROOT, _test_env, shared_tmp  # noqa: F401 - fixture
+from test_deployment import PROJECT_ROOT, _test_env
 
 SCRIPT = PROJECT_ROOT / "examples" / "deploy_loopback.sh"
 DOC = PROJECT_ROOT / "docs" / "deployment.md"
@@ -68,7 +68,7 @@ def test_a_box_with_a_corrupt_folder_refuses_to_start_naming_the_file(tmp_path: 
 @pytest.mark.slow
 @pytest.mark.timeout(_LIMIT_S)
 def test_the_loopback_walkthrough_runs_and_a_box_restarted_mid_run_reuses_its_cached_transfer_set(
-    shared_tmp: Path, tmp_path: Path  # noqa: F811 - fixture from test_deployment
+    digits_teacher: list[str], tmp_path: Path
 ) -> None:
     """The script's run, with one box stopped (its flower-supernode SIGTERMed) once the transfer set
     is broadcast, and started again as the doc starts it: it rejoins from its cache, sent nothing again.
@@ -79,9 +79,8 @@ def test_the_loopback_walkthrough_runs_and_a_box_restarted_mid_run_reuses_its_ca
     """
     work = tmp_path / "loopback"
     env = _test_env(tmp_path) | {"PORT": str(free_port()), "RUNTIME_PORT": str(free_port()), "PYTHONPATH": str(PROJECT_ROOT)}
-    overrides = ["federation.rounds=2", "channel.eval_snr_db=[10]", "channel.eval_channels=[awgn]", "teacher.epochs=3",
-                 "train.local_epochs=1", "device=cpu", f"teacher.cache_dir={shared_tmp / 'teachers'}",
-                 f"knowledge.cache_dir={shared_tmp / 'knowledge'}"]
+    overrides = ["federation.rounds=2", "channel.eval_snr_db=[10]", "channel.eval_channels=[awgn]",
+                 "train.local_epochs=1", "device=cpu", *digits_teacher]
     script = subprocess.Popen(["bash", str(SCRIPT), str(work), *overrides], cwd=PROJECT_ROOT, env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     restarted = None

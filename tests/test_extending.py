@@ -41,11 +41,13 @@ def test_the_documented_channel_takes_only_the_parameters_it_declared(phase_drif
         load_config(["channel.clients='phase_drift:10:k=5'"])
 
 
-@pytest.mark.slow  # trains a teacher and a student: about 20 s on an idle machine
-def test_the_documented_channel_registers_trains_and_evaluates_end_to_end(phase_drift, tmp_path: Path) -> None:  # noqa: ANN001
+@pytest.mark.slow  # trains and evaluates a student (the teacher is the session's, tests/conftest.py)
+def test_the_documented_channel_registers_trains_and_evaluates_end_to_end(
+    phase_drift, digits_teacher: list[str], tmp_path: Path  # noqa: ANN001
+) -> None:
     run_dir = tmp_path / "run"
     code = main([
-        "train", f"output_dir={run_dir}", f"teacher.cache_dir={tmp_path}/t", f"knowledge.cache_dir={tmp_path}/k",
+        "train", f"output_dir={run_dir}", *digits_teacher,
         "federation.rounds=3", "train.local_epochs=2", "federation.num_clients=2",
         "channel.clients='phase_drift:10:spread=0.5,phase_drift:0~20:csi=none'",
         "channel.eval_channels=[phase_drift,'phase_drift:csi=none']", "channel.eval_snr_db=[20]",

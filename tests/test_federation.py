@@ -13,6 +13,7 @@ from flwr.app import Array, ArrayRecord
 from fedtosc.cli import main
 from fedtosc.config import FederationConfig, load_config
 from fedtosc.data import partition_indices
+from fedtosc.digests import state_digest
 from fedtosc.faults import parse_faults
 from fedtosc.results import read_results
 from server.checkpoint import CheckpointError, load_checkpoint, load_strategy_state, save_checkpoint
@@ -55,10 +56,15 @@ def test_screening_accepts_a_matching_update_and_names_each_problem():
 
 
 def test_checkpoint_round_trips_and_a_corrupt_one_is_named(tmp_path):
-    save_checkpoint(tmp_path, 3, {"w": torch.arange(4.0)}, {"m_t/w": np.ones(4, np.float32)})
+    # A 0-d moment (that of a BatchNorm's num_batches_tracked) stays 0-d: a resumed run's global
+    # model keeps the shapes of the uninterrupted run's.
+    moments = {"m_t/w": np.ones(4, np.float32), "m_t/steps": np.array(2.0, np.float32)}
+    save_checkpoint(tmp_path, 3, {"w": torch.arange(4.0)}, moments)
     server_round, state = load_checkpoint(tmp_path)
     assert server_round == 3 and list(state) == ["w"] and torch.equal(state["w"], torch.arange(4.0))
-    assert load_strategy_state(tmp_path).keys() == {"m_t/w"}
+    restored = load_strategy_state(tmp_path)
+    assert restored.keys() == moments.keys()
+    assert all(restored[name].shape == moments[name].shape for name in moments)
     path = tmp_path / "checkpoint.safetensors"
     raw = bytearray(path.read_bytes())
     raw[-1] ^= 0x01  # a flipped byte in the data region
@@ -70,6 +76,17 @@ def test_checkpoint_round_trips_and_a_corrupt_one_is_named(tmp_path):
         load_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nowhere")
+
+
+def test_the_state_digest_is_equal_exactly_when_the_states_are_equal_bit_for_bit():
+    state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "steps": np.array(3, np.int64)}
+    assert state_digest(state) == state_digest({name: array.copy() for name, array in reversed(state.items())})
+    flipped = state["w"].copy()
+    flipped.view(np.uint32)[1, 2] ^= 1  # the lowest mantissa bit of one weight
+    assert state_digest({**state, "w": flipped}) != state_digest(state)
+    assert state_digest({**state, "w": state["w"].reshape(3, 2)}) != state_digest(state)
+    assert state_digest({**state, "w": state["w"].astype(np.float64)}) != state_digest(state)
+    assert state_digest({"v": state["w"], "steps": state["steps"]}) != state_digest(state)
 
 
 def test_fault_spec_parses_and_rejects_malformed_entries():
@@ -147,27 +164,35 @@ def test_same_seed_same_weights_and_a_resumed_run_equals_an_uninterrupted_one_bi
     from safetensors.torch import load_file
 
     # 4 clients, half sampled per round, FedAdam (server moments): sampling, aggregation order and
-    # strategy state all have to be reproduced for the weights to match to the bit.
-    common = ("strategy=fedadam", "federation.fraction_train=0.5", "federation.rounds=3")
+    # strategy state all have to be reproduced for the weights to match to the bit. Two rounds
+    # suffice: the resumed round 2 starts from round 1's weights, moments and round counter.
+    common = ("strategy=fedadam", "federation.fraction_train=0.5", "federation.rounds=2")
     code, straight_dir = _small_run(tmp_path, digits_teacher, "straight", *common)
     assert code == 0
-    # Round 3 fails outright (every partition crashes): the server stops after round 2.
-    code, run_dir = _small_run(tmp_path, digits_teacher, "resumed", *common, "federation.inject_faults='crash:0@3,crash:1@3,crash:2@3,crash:3@3'")
+    # Round 2 fails outright (every partition crashes): the server stops after round 1.
+    code, run_dir = _small_run(tmp_path, digits_teacher, "resumed", *common, "federation.inject_faults='crash:0@2,crash:1@2,crash:2@2,crash:3@2'")
     assert code == 1
     err = capsys.readouterr().err
     # One line names the lost nodes (node id, partition, channel) and how to finish the run.
-    assert re.search(r"round 3: 0 usable client updates.*Lost: node \d+ \(partition \d, awgn@\d+dB\)", err)
+    assert re.search(r"round 2: 0 usable client updates.*Lost: node \d+ \(partition \d, awgn@\d+dB\)", err)
     assert f"fedtosc run resume={run_dir}" in err
     assert not (run_dir / "results.json").exists()
-    assert load_checkpoint(run_dir)[0] == 2
+    assert load_checkpoint(run_dir)[0] == 1
+    # Round 1 of a second run from the same seed: the same global weights as the first run's.
+    assert [r["global_sha256"] for r in _rounds(run_dir)] == [_rounds(straight_dir)[0]["global_sha256"]]
     assert main(["run", f"resume={run_dir}", "federation.inject_faults=''"]) == 0
-    assert [r["round"] for r in _rounds(run_dir)] == [1, 2, 3]
-    assert [sorted(c["partition-id"] for c in r["clients"]) for r in _rounds(run_dir)] == [
-        sorted(c["partition-id"] for c in r["clients"]) for r in _rounds(straight_dir)
+    straight_rounds, resumed_rounds = _rounds(straight_dir), _rounds(run_dir)
+    assert [r["round"] for r in resumed_rounds] == [1, 2]
+    assert [sorted(c["partition-id"] for c in r["clients"]) for r in resumed_rounds] == [
+        sorted(c["partition-id"] for c in r["clients"]) for r in straight_rounds
     ]
+    # After every round, the resumed run's global weights are the uninterrupted run's, bit for bit.
+    assert [r["global_sha256"] for r in resumed_rounds] == [r["global_sha256"] for r in straight_rounds]
+    assert straight_rounds[0]["global_sha256"] != straight_rounds[1]["global_sha256"]  # round 2 changed them
     straight, resumed = (load_file(str(d / "student.safetensors")) for d in (straight_dir, run_dir))
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[name], resumed[name]) for name in straight)
+    assert state_digest({name: tensor.numpy() for name, tensor in resumed.items()}) == resumed_rounds[-1]["global_sha256"]
 
 
 def test_transfer_set_mode_keeps_private_data_out_of_the_knowledge():

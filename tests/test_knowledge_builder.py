@@ -7,6 +7,7 @@ teacher or data, and corrupted chunks, are never reused.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -203,17 +204,22 @@ def test_knowledge_inspect_rejects_a_corrupted_store(
     assert "truncated or corrupted" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_knowledge_build_command_builds_once_then_reuses(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    overrides = [
+def _tiny_build(tmp_path: Path) -> list[str]:
+    """`fedtosc knowledge build` overrides for a tiny teacher (one epoch, width 4) cached under tmp_path."""
+    return [
         "teacher.epochs=1",
         "teacher.width=4",
         f"teacher.cache_dir={tmp_path / 'teachers'}",
         f"knowledge.cache_dir={tmp_path / 'knowledge'}",
         "device=cpu",
     ]
+
+
+@pytest.mark.slow
+def test_knowledge_build_command_builds_once_then_reuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    overrides = _tiny_build(tmp_path)
     assert main(["knowledge", "build", *overrides]) == 0
     first = capsys.readouterr().out
     stores = list((tmp_path / "knowledge").glob("*.safetensors"))
@@ -222,4 +228,28 @@ def test_knowledge_build_command_builds_once_then_reuses(
     modified = stores[0].stat().st_mtime_ns
     assert main(["knowledge", "build", *overrides]) == 0
     assert stores[0].stat().st_mtime_ns == modified  # cached: not rebuilt
+    assert not list((tmp_path / "knowledge").glob("*.partial"))
+
+
+def test_a_corrupt_cached_store_is_rebuilt_with_a_warning_naming_the_file_and_the_flipped_tensor(tmp_path: Path) -> None:
+    """A cache entry derives from the teacher and the data alone: rebuilding it is the fix, so the
+    run goes on, but never silently. The same path serves `fedtosc run`, `train` and the ServerApp
+    (`fedtosc.experiment.ensure_knowledge`)."""
+    from fedtosc.experiment import KnowledgeCacheRebuilt
+
+    overrides = _tiny_build(tmp_path)
+    assert main(["knowledge", "build", *overrides]) == 0
+    (path,) = (tmp_path / "knowledge").glob("*.safetensors")
+    built = KnowledgeStore.open(path)
+    expected = built.slice(built.index)
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0x01  # the data region's last byte: safetensors alone would read it as another value
+    path.write_bytes(bytes(raw))
+
+    with pytest.warns(KnowledgeCacheRebuilt, match=rf"{re.escape(str(path))}: tensor '.*' does not match its recorded sha256"):
+        assert main(["knowledge", "build", *overrides]) == 0
+
+    rebuilt = KnowledgeStore.open(path)  # its digests match again
+    assert expected.keys() == rebuilt.slice(rebuilt.index).keys()
+    assert all(np.array_equal(expected[name], rebuilt.slice(rebuilt.index)[name]) for name in expected)
     assert not list((tmp_path / "knowledge").glob("*.partial"))

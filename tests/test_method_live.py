@@ -19,21 +19,17 @@ from fedtosc.experiment import embedding_width, ensure_knowledge, experiment_stu
 from fedtosc.losses import ib_distillation_loss
 from fedtosc.training import LocalData, train_student
 
-# Its module fixture builds a teacher: under pytest-xdist (`make test`) the module stays on one
-# worker, so that happens once.
+# Its tests build stores of several codecs into the session's knowledge cache: under pytest-xdist
+# (`make test`) the module stays on one worker, so each is built once.
 pytestmark = pytest.mark.xdist_group("test_method_live")
 
 _CPU = torch.device("cpu")
 _EVAL_SNR_DB = (-5.0, 0.0, 5.0, 10.0, 20.0)
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")  # one teacher shared by every test here
-
-
-def _config(cache: Path, *overrides: str) -> ExperimentConfig:
-    return load_config([f"teacher.cache_dir={cache}/teachers", f"knowledge.cache_dir={cache}/knowledge", *overrides])
+def _config(teacher: list[str], *overrides: str) -> ExperimentConfig:
+    """`teacher`: the session's teacher and knowledge cache (conftest.py), shared with the Flower runs."""
+    return load_config([*teacher, *overrides])
 
 
 def _prepared(config: ExperimentConfig):  # noqa: ANN202
@@ -65,8 +61,8 @@ def _knowledge_gradient(config: ExperimentConfig, experiment, store, data: Local
 
 
 @pytest.mark.parametrize("codec", ["topk", "full", "int8_embedding", "pca_embedding"])
-def test_each_codec_sends_gradient_from_its_knowledge_into_the_student(cache: Path, codec: str) -> None:
-    config = _config(cache, f"knowledge={codec}")
+def test_each_codec_sends_gradient_from_its_knowledge_into_the_student(digits_teacher: list[str], codec: str) -> None:
+    config = _config(digits_teacher, f"knowledge={codec}")
     experiment, _, store, data = _prepared(config)
     gradient, terms = _knowledge_gradient(config, experiment, store, data)
     assert gradient.abs().sum() > 0 and float(terms.kd.detach()) > 0
@@ -84,8 +80,8 @@ def test_each_codec_sends_gradient_from_its_knowledge_into_the_student(cache: Pa
     assert (float(terms.feature.detach()) > 0) == is_embedding
 
 
-def test_embedding_store_soft_labels_are_the_teacher_heads_on_decoded_embeddings(cache: Path) -> None:
-    config = _config(cache, "knowledge=int8_embedding")
+def test_embedding_store_soft_labels_are_the_teacher_heads_on_decoded_embeddings(digits_teacher: list[str]) -> None:
+    config = _config(digits_teacher, "knowledge=int8_embedding")
     experiment, teacher, store, data = _prepared(config)
     weight, bias = teacher.linear_head()
     expected = torch.softmax((data.teacher_embeddings @ weight.T + bias) / config.knowledge.temperature, dim=1)
@@ -94,15 +90,18 @@ def test_embedding_store_soft_labels_are_the_teacher_heads_on_decoded_embeddings
     assert sum(array.nbytes for name, array in store.shared().items() if name.startswith("teacher_head")) == head_bytes
 
 
-def test_pca_dim_beyond_the_teacher_embedding_width_is_named_before_the_build(cache: Path, tmp_path: Path) -> None:
-    config = _config(cache, "knowledge=pca_embedding", "knowledge.pca_dim=4096", f"knowledge.cache_dir={tmp_path}")
+def test_pca_dim_beyond_the_teacher_embedding_width_is_named_before_the_build(digits_teacher: list[str], tmp_path: Path) -> None:
+    config = _config(digits_teacher, "knowledge=pca_embedding", "knowledge.pca_dim=4096", f"knowledge.cache_dir={tmp_path}")
     experiment = load_experiment(config)
-    with pytest.raises(ConfigError, match=r"knowledge.pca_dim=4096 exceeds the teacher's embedding width 512"):
-        ensure_knowledge(experiment, load_teacher(experiment, _CPU), _CPU)
+    teacher = load_teacher(experiment, _CPU)
+    width = teacher.linear_head()[0].shape[1]
+    assert width < 4096
+    with pytest.raises(ConfigError, match=rf"knowledge.pca_dim=4096 exceeds the teacher's embedding width {width}\b"):
+        ensure_knowledge(experiment, teacher, _CPU)
     assert not list(tmp_path.iterdir())
 
 
-def _train_centralized(config: ExperimentConfig, cache: Path, epochs: int):  # noqa: ANN202
+def _train_centralized(config: ExperimentConfig, epochs: int):  # noqa: ANN202
     """A student trained on the pooled client data through every client's link, as `fedtosc train`."""
     experiment, teacher, store, data = _prepared(config)
     profiles = client_profiles(config.channel, config.federation.num_clients, seed=config.seed)
@@ -118,11 +117,11 @@ def _train_centralized(config: ExperimentConfig, cache: Path, epochs: int):  # n
     return experiment, student.eval()
 
 
-def test_raising_the_rate_penalty_lowers_the_symbols_sent_and_the_schedule_is_learned(cache: Path) -> None:
+def test_raising_the_rate_penalty_lowers_the_symbols_sent_and_the_schedule_is_learned(digits_teacher: list[str]) -> None:
     schedules = {}
     for weight in (0.0, 0.5):
-        config = _config(cache, f"loss.rate_weight={weight}", "train.local_epochs=1")
-        _, student = _train_centralized(config, cache, epochs=4)
+        config = _config(digits_teacher, f"loss.rate_weight={weight}", "train.local_epochs=1")
+        _, student = _train_centralized(config, epochs=4)
         schedules[weight] = student.rate.active_uses(torch.tensor(_EVAL_SNR_DB))
     assert _mean_uses_of(schedules[0.5]) < _mean_uses_of(schedules[0.0])
     # Not the old hard-coded ramp (all symbols at <= 0 dB, linearly down to the floor at >= 20 dB).
@@ -141,17 +140,17 @@ def _accuracy(experiment, student, snr_db: float) -> float:  # noqa: ANN001
     return accuracy
 
 
-def test_with_ten_percent_labels_distillation_beats_labels_only_by_ten_points(cache: Path) -> None:
+def test_with_ten_percent_labels_distillation_beats_labels_only_by_ten_points(digits_teacher: list[str]) -> None:
     accuracy = {}
     for method in ("full", "labels_only"):
-        config = _config(cache, f"method={method}", "dataset.label_fraction=0.1", "train.local_epochs=1")
-        experiment, student = _train_centralized(config, cache, epochs=4)
+        config = _config(digits_teacher, f"method={method}", "dataset.label_fraction=0.1", "train.local_epochs=1")
+        experiment, student = _train_centralized(config, epochs=4)
         accuracy[method] = _accuracy(experiment, student, 20.0)
     assert accuracy["full"] >= accuracy["labels_only"] + 0.10, accuracy
 
 
-def test_a_client_replays_the_views_the_teacher_labelled(cache: Path) -> None:
-    config = _config(cache, "knowledge=full", "knowledge.views=3")
+def test_a_client_replays_the_views_the_teacher_labelled(digits_teacher: list[str]) -> None:
+    config = _config(digits_teacher, "knowledge=full", "knowledge.views=3")
     experiment, teacher, _, data = _prepared(config)
     assert data.view_params.shape == (len(data), 3, 5) and data.teacher_probs.shape[:2] == (len(data), 3)
     rows, view = torch.arange(16), torch.arange(16) % 3

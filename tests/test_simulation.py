@@ -11,14 +11,13 @@ from fedtosc.results import RESULTS_KEYS, read_results
 pytestmark = pytest.mark.slow
 
 
-def test_two_client_three_round_simulation_learns_and_writes_results_with_schema(tmp_path):
+def test_two_client_three_round_simulation_learns_and_writes_results_with_schema(tmp_path, digits_teacher):
     run_dir = tmp_path / "run"
     code = main(
         [
             "run",
             f"output_dir={run_dir}",
-            f"teacher.cache_dir={tmp_path / 'teachers'}",
-            f"knowledge.cache_dir={tmp_path / 'knowledge'}",
+            *digits_teacher,
             "federation.num_clients=2",
             "federation.rounds=3",
             "channel.clients='awgn:0,rayleigh:20'",

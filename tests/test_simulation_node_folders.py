@@ -11,7 +11,7 @@ from fedtosc.results import read_results
 pytestmark = pytest.mark.slow
 
 
-def test_simulated_nodes_train_on_their_own_folders_with_the_transfer_set_broadcast_once_each(tmp_path):
+def test_simulated_nodes_train_on_their_own_folders_with_the_transfer_set_broadcast_once_each(tmp_path, digits_teacher):
     common = ["federation.num_clients=2", "federation.partitioner=pathological", "federation.classes_per_client=3",
               "dataset.label_fraction=0.5", "channel.clients='awgn:5,awgn:15'"]
     assert main(["data", "split", "--out", str(tmp_path / "nodes"), *common]) == 0
@@ -22,8 +22,9 @@ def test_simulated_nodes_train_on_their_own_folders_with_the_transfer_set_broadc
     run_dir = tmp_path / "run"
 
     code = main(["run", *common, f"output_dir={run_dir}", f"dataset.node_root={tmp_path / 'nodes'}",
-                 "knowledge.delivery=transfer_set", f"teacher.cache_dir={tmp_path / 'teachers'}",
-                 f"knowledge.cache_dir={tmp_path / 'knowledge'}", "teacher.epochs=2", "train.local_epochs=1",
+                 "knowledge.delivery=transfer_set", *digits_teacher,
+                 # Its own store cache: its transfer-set store is built by this run alone, never raced.
+                 f"knowledge.cache_dir={tmp_path / 'knowledge'}", "train.local_epochs=1",
                  "federation.rounds=1", "channel.eval_snr_db=[10]"])
 
     assert code == 0

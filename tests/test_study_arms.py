@@ -174,13 +174,11 @@ def test_unknown_arms_are_refused_with_the_known_ones(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """Small, fast settings, with teacher and knowledge caches shared by this module's studies."""
-    caches = tmp_path_factory.mktemp("caches")
-    return [
-        "federation.num_clients=2", "federation.rounds=1", "train.local_epochs=1", "teacher.epochs=2",
-        f"teacher.cache_dir={caches / 'teacher'}", f"knowledge.cache_dir={caches / 'knowledge'}",
-    ]
+def tiny(digits_teacher: list[str], tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Small, fast settings: the session's teacher (tests/conftest.py), and a knowledge cache of
+    this module's own, where its studies build their codecs' stores without racing another module."""
+    return ["federation.num_clients=2", "federation.rounds=1", "train.local_epochs=1", *digits_teacher,
+            f"knowledge.cache_dir={tmp_path_factory.mktemp('knowledge')}"]
 
 
 def _study(name: str, output: Path, overrides: list[str]) -> tuple[list[dict[str, str]], dict[str, Any]]:
