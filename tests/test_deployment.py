@@ -10,11 +10,9 @@ import json
 import os
 import re
 import signal
-import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +27,7 @@ from fedtosc.deployment import (
     superlink_command,
     supernode_command,
 )
-from fedtosc.launch import free_port, signal_process, offline_flower_env, processes_with_env
+from fedtosc.launch import free_port, offline_flower_env, processes_with_env, signal_process, wait_healthy
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FEDTOSC = [sys.executable, "-m", "fedtosc.cli"]
@@ -80,7 +78,9 @@ class Federation:
         port = self.address.rsplit(":", 1)[1]
         self.superlink = self.spawn("superlink", ["superlink", "--certs", str(self.certs), "--host", "127.0.0.1",
                                                   "--port", port, "--state-dir", str(self.home("superlink"))])
-        _wait_healthy(self.address, self.certs / "ca.crt", self.superlink)
+        # The limit only turns a hang into a failure: a loaded machine can take minutes to start Python.
+        wait_healthy(self.address, _ONE_RUN_LIMIT_S, ca_certificate=self.certs / "ca.crt", process=self.superlink,
+                     hint=f"see {self.log('superlink')}")
 
     def register(self, *names: str) -> None:
         keys = [str(self.root / "keys" / f"{name}.pub") for name in names]
@@ -144,21 +144,6 @@ class Federation:
 def _test_env(root: Path) -> dict[str, str]:
     # The fedtosc processes themselves are marked too, so nothing of a test can outlive it unseen.
     return offline_flower_env(root / "homes" / "launcher")
-
-
-def _wait_healthy(address: str, ca_certificate: Path, process: subprocess.Popen, timeout_s: float = _ONE_RUN_LIMIT_S) -> None:
-    # The limit only turns a hang into a failure: a loaded machine can take minutes to start Python.
-    context = ssl.create_default_context(cafile=str(ca_certificate))
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"SuperLink exited with code {process.returncode}"
-        try:
-            with urllib.request.urlopen(f"https://{address}/health", timeout=1.0, context=context) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"SuperLink at {address} not healthy within {timeout_s:.0f} s")
 
 
 def test_deployment_commands_use_tls_and_node_auth_unless_insecure_is_explicit(tmp_path: Path) -> None:
