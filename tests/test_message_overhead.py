@@ -1,10 +1,15 @@
 """Per-message costs of the federation's hot path: what a describe or train message recomputes."""
 
+import numpy as np
 import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedtosc.channels import entries
 from fedtosc.config import load_config
+from fedtosc.federation import payload_cache
 from fedtosc.federation.node import client_profile
+from fedtosc.federation.payload_cache import save_payload
+from fedtosc.federation.payloads import payload_fingerprint
 
 
 def test_a_nodes_profile_parses_the_channel_line_once_per_process(monkeypatch):
@@ -28,3 +33,41 @@ def test_cached_profiles_are_not_shared_lists_and_a_bad_line_fails_every_time():
     for _ in range(2):
         with pytest.raises(ValueError, match="malformed SNR"):
             entries.parse_channel_profiles("awgn:loud", 3)
+
+
+def _payload(value: int) -> RecordDict:
+    images = np.full((4, 1, 8, 8), value, dtype=np.uint8)
+    return RecordDict({"transfer-samples": ArrayRecord({"images": Array(images)}), "header": ConfigRecord({"rows": 4})})
+
+
+def test_training_reads_the_shared_payload_once_per_process_and_only_for_nodes_whose_cache_holds_it(tmp_path, monkeypatch):
+    payload, other = _payload(1), _payload(2)
+    fingerprint, other_fingerprint = payload_fingerprint(payload), payload_fingerprint(other)
+    for node in ("a", "b"):
+        save_payload(tmp_path / node, fingerprint, payload)
+    save_payload(tmp_path / "a", other_fingerprint, other)
+    monkeypatch.setattr(payload_cache, "_VERIFIED", {})  # nothing verified before this test
+    reads = []
+    verify = payload_cache.cached_payload
+    monkeypatch.setattr(payload_cache, "cached_payload", lambda *args: reads.append(args) or verify(*args))
+
+    first = payload_cache.payload_for_training(tmp_path / "a", fingerprint)
+    assert payload_fingerprint(first) == fingerprint and len(reads) == 1
+    # Another simulated node in the same actor: its file is there, its contents are not read again.
+    assert payload_cache.payload_for_training(tmp_path / "b", fingerprint) is first and len(reads) == 1
+    assert payload_cache.payload_for_training(tmp_path / "c", fingerprint) is None  # this node was never sent it
+    assert payload_cache.payload_for_training(tmp_path / "a", "") is None
+    # A new fingerprint (another run) is read and verified, and replaces the old one.
+    assert payload_fingerprint(payload_cache.payload_for_training(tmp_path / "a", other_fingerprint)) == other_fingerprint
+    assert len(reads) == 2
+
+
+def test_training_refuses_a_payload_file_that_does_not_verify(tmp_path, monkeypatch):
+    monkeypatch.setattr(payload_cache, "_VERIFIED", {})
+    payload = _payload(3)
+    fingerprint = payload_fingerprint(payload)
+    path = save_payload(tmp_path, fingerprint, payload)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert payload_cache.payload_for_training(tmp_path, fingerprint) is None
