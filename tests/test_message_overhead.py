@@ -2,12 +2,16 @@
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedtosc.channels import entries
 from fedtosc.config import load_config
+from fedtosc.experiment import experiment_student, load_experiment
 from fedtosc.federation import payload_cache
+from fedtosc.federation.client_round import run_client_round
 from fedtosc.federation.node import client_profile
+from fedtosc.federation.node_data import local_data
 from fedtosc.federation.payload_cache import save_payload
 from fedtosc.federation.payloads import payload_fingerprint
 
@@ -71,3 +75,18 @@ def test_training_refuses_a_payload_file_that_does_not_verify(tmp_path, monkeypa
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     assert payload_cache.payload_for_training(tmp_path, fingerprint) is None
+
+
+def test_a_cpu_client_round_seeds_the_cpu_stream_without_queueing_device_seeds(monkeypatch):
+    config = load_config(["dataset=digits", "federation.num_clients=4", "knowledge.mode=none", "loss.kd_weight=0",
+                          "train.local_epochs=1", "device=cpu"])
+    experiment = load_experiment(config)
+    torch.manual_seed(0)
+    state = experiment_student(experiment, None).state_dict()
+    device_seeds = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", device_seeds.append)  # what torch.manual_seed also calls
+
+    run_client_round(experiment, 2, client_profile(config, 2), local_data(experiment, 2, None), state, 5, torch.device("cpu"))
+    # torch.manual_seed's CPU stream (its initial seed is the client's), and no lazy device seeding.
+    assert torch.initial_seed() == config.seed * 100_003 + 2 * 1_009 + 5
+    assert device_seeds == []
