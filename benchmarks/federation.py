@@ -35,7 +35,6 @@ import multiprocessing
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,14 +55,13 @@ from fedtosc.federation.messages import config_record
 from fedtosc.federation.node import cached_experiment, client_profile
 from fedtosc.federation.node_data import local_data
 from fedtosc.federation.payloads import knowledge_record
-from fedtosc.process_memory import PeakMemorySampler
 from report_output import emit
+from timed_run import timed_run
 
 _CPU = torch.device("cpu")
 # The issue's goals: per-message overhead flat from 10 to 1,000 clients (and half of the 20-27 ms
 # measured before), and Flower within 10% of the plain loop on the CIFAR-10 workload.
 _GOALS = {"overhead_ms_per_message": "<= 10-13, flat from 10 to 1,000 clients", "cifar10_flower_over_plain_loop": "<= 1.1"}
-_SAMPLE_INTERVAL_S = 0.5
 
 
 def main() -> None:
@@ -154,27 +152,11 @@ def _overrides(args: argparse.Namespace, work: Path, clients: int) -> list[str]:
 
 
 def _flower_run(overrides: list[str], run_dir: Path) -> dict:
-    """`fedtosc run` in a subprocess, its process tree's memory sampled meanwhile."""
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    load_before = os.getloadavg()[0]
-    command = [sys.executable, "-m", "fedtosc.cli", "run", *overrides, f"output_dir={run_dir}"]
-    started = time.perf_counter()
-    with (run_dir.parent / f"{run_dir.name}.log").open("w") as log:
-        launcher = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        with PeakMemorySampler(launcher.pid, str(run_dir / ".flwr"), _SAMPLE_INTERVAL_S) as sampler:
-            code = launcher.wait()
-    if code != 0 or not (run_dir / "results.json").is_file():
-        raise RuntimeError(f"fedtosc run failed (exit {code}): see {log.name}")
-    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    elapsed = [line["elapsed_s"] for line in lines]
-    rounds = [later - earlier for earlier, later in zip(elapsed, elapsed[1:])]
-    return {"round_s": statistics.median(rounds), "rounds_s": rounds, "first_round_s": elapsed[0],
-            "wall_s": time.perf_counter() - started, "peak_rss_mib": sampler.peak_rss_bytes / 2**20,
-            "peak_pss_mib": sampler.peak_pss_bytes / 2**20, "peak_processes": sampler.peak_processes,
-            # Rounds 2..R: round 1's bytes down include the knowledge broadcast.
+    """`fedtosc run` timed, with the bytes its rounds 2..R moved (round 1's include the knowledge broadcast)."""
+    figures, lines, _ = timed_run(overrides, run_dir)
+    return {**figures,
             "bytes_down_per_round": int(statistics.median(line["bytes_down"] for line in lines[1:])),
-            "bytes_up_per_round": int(statistics.median(line["bytes_up"] for line in lines[1:])),
-            "load_before": load_before, "load_after": os.getloadavg()[0]}
+            "bytes_up_per_round": int(statistics.median(line["bytes_up"] for line in lines[1:]))}
 
 
 def _plain_loop(config: ExperimentConfig, workers: int) -> dict:
