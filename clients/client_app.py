@@ -20,7 +20,7 @@ from fedtosc.federation.client_round import run_client_round
 from fedtosc.federation.messages import REJOINED, RUN, RUN_CONFIG
 from fedtosc.federation.node import NodeView, node_view
 from fedtosc.federation.node_data import local_data, shared_delivery_data
-from fedtosc.federation.payload_cache import cached_payload, save_payload
+from fedtosc.federation.payload_cache import cached_payload, payload_for_training, save_payload
 from fedtosc.federation.payloads import KNOWLEDGE_ARRAYS, KNOWLEDGE_HEADER
 from fedtosc.federation.placement import PLACEMENT, placement_record
 from fedtosc.training import LocalData
@@ -89,7 +89,7 @@ def _training_data(node: NodeView, context: Context) -> LocalData:
         return local_data(node.experiment, node.facts.partition_id, _cached_knowledge(context) if prestored else None)
     if not prestored:
         return shared_delivery_data(node.own, None, config.knowledge.temperature)
-    payload = cached_payload(node.cache_dir, node.fingerprint)
+    payload = payload_for_training(node.cache_dir, node.fingerprint)
     if payload is None:
         raise RuntimeError(
             f"the shared payload {node.fingerprint} is not in this node's cache ({node.cache_dir}): "

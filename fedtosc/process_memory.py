@@ -28,12 +28,15 @@ class PeakMemorySampler(threading.Thread):
 
     def run(self) -> None:
         while not self._stopped.wait(self.interval_s):
-            pids = descendants(self.root_pid) | set(processes_with_env("FLWR_HOME", self.flwr_home))
-            sizes = [rss_pss_bytes(pid) for pid in pids]
-            self.peak_rss_bytes = max(self.peak_rss_bytes, sum(rss for rss, _ in sizes))
-            # PSS splits shared pages (torch's libraries in every Ray worker) among their users.
-            self.peak_pss_bytes = max(self.peak_pss_bytes, sum(pss for _, pss in sizes))
-            self.peak_processes = max(self.peak_processes, len(pids))
+            self.sample(descendants(self.root_pid) | set(processes_with_env("FLWR_HOME", self.flwr_home)))
+
+    def sample(self, pids: set[int]) -> None:
+        """One tick over the run's processes `pids`; a subclass may note more of them."""
+        sizes = [rss_pss_bytes(pid) for pid in pids]
+        self.peak_rss_bytes = max(self.peak_rss_bytes, sum(rss for rss, _ in sizes))
+        # PSS splits shared pages (torch's libraries in every Ray worker) among their users.
+        self.peak_pss_bytes = max(self.peak_pss_bytes, sum(pss for _, pss in sizes))
+        self.peak_processes = max(self.peak_processes, len(pids))
 
     def __enter__(self) -> PeakMemorySampler:
         self.start()

@@ -4,6 +4,10 @@ The server announces the payload's fingerprint in `describe`; a node that holds 
 says so and is sent nothing, so a restarted SuperNode does not fetch the transfer set again.
 One .npz per payload (read with allow_pickle=False, written atomically); a file whose contents
 no longer hash to its fingerprint is ignored and fetched again.
+
+Training reads the payload once per process (`payload_for_training`): simulated nodes share Ray
+actors, and re-reading and re-hashing a transfer set for every client's train message cost tens of
+ms each; the describe query still verifies each node's own file (`cached_payload`).
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from fedtosc.atomic_write import atomic_path
 from fedtosc.federation.payloads import payload_fingerprint
 
-__all__ = ["cached_payload", "save_payload"]
+__all__ = ["cached_payload", "payload_for_training", "save_payload"]
 
 _SEPARATOR = "::"  # between record and array names in the .npz
 _CONFIG_KEY = "config-records"  # the payload's config records, as one JSON string
+# The payload this process last verified, by fingerprint: a run has one, so one is kept.
+_VERIFIED: dict[str, RecordDict] = {}
 
 
 def _path(cache_dir: Path, fingerprint: str) -> Path:
@@ -65,3 +71,17 @@ def cached_payload(cache_dir: Path, fingerprint: str) -> RecordDict | None:
         | {name: ConfigRecord(items) for name, items in configs.items()}
     )
     return record if payload_fingerprint(record) == fingerprint else None
+
+
+def payload_for_training(cache_dir: Path, fingerprint: str) -> RecordDict | None:
+    """What a node trains with: None when its cache holds no file for `fingerprint`, else the payload,
+    read and verified once per process (a fingerprint names the same contents on every node)."""
+    if not fingerprint or not _path(cache_dir, fingerprint).is_file():
+        return None
+    if fingerprint not in _VERIFIED:
+        payload = cached_payload(cache_dir, fingerprint)
+        if payload is None:
+            return None
+        _VERIFIED.clear()
+        _VERIFIED[fingerprint] = payload
+    return _VERIFIED[fingerprint]
