@@ -237,14 +237,20 @@ def test_study_runs_a_cell_once_and_resumes_without_rerunning(tmp_path: Path, ce
     assert 0.0 <= row["accuracy_mean"] <= 1.0 and row["profile"] == "homogeneous" and row["label_fraction"] == 0.5
 
 
-def test_study_command_summarizes_its_cells_into_csv_figure_and_study_json(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _study_with_one_complete_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A study directory holding the finished cell of _ONE_CELL, and no run allowed to start."""
     study_dir = tmp_path / "study"
     run_dir = study_dir / "cells" / cell_name(_ONE_CELL_AXES)
     _write_cell_as_study_would(run_dir, [*_ONE_CELL, *_SMALL, "+study=data_efficiency"])
     (run_dir / CELL_FILE).write_text(json.dumps({"axes": _ONE_CELL_AXES}))
     monkeypatch.setattr(sweep.subprocess, "run", _must_not_run)
+    return study_dir
+
+
+def test_study_command_summarizes_its_cells_into_csv_figure_and_study_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study_dir = _study_with_one_complete_cell(tmp_path, monkeypatch)
     assert main(["study", "data-efficiency", "--output", str(study_dir), "--snr-db", "20", *_ONE_CELL, *_SMALL]) == 0
     with (study_dir / "data_efficiency.csv").open() as stream:
         (row,) = list(csv.DictReader(stream))
@@ -258,11 +264,7 @@ def test_study_command_summarizes_its_cells_into_csv_figure_and_study_json(
 def test_no_run_summarizes_the_complete_cells_and_lists_the_missing_without_running_any(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    study_dir = tmp_path / "study"
-    run_dir = study_dir / "cells" / cell_name(_ONE_CELL_AXES)
-    _write_cell_as_study_would(run_dir, [*_ONE_CELL, *_SMALL, "+study=data_efficiency"])
-    (run_dir / CELL_FILE).write_text(json.dumps({"axes": _ONE_CELL_AXES}))
-    monkeypatch.setattr(sweep.subprocess, "run", _must_not_run)
+    study_dir = _study_with_one_complete_cell(tmp_path, monkeypatch)
     two_seeds = [override.replace("seed=0", "seed=0,1") for override in _ONE_CELL]
 
     assert main(["study", "data-efficiency", "--no-run", "--output", str(study_dir), *two_seeds, *_SMALL]) == 0
