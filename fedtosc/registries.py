@@ -63,4 +63,5 @@ STUDIES = Registry("study", {
     "snr-mismatch": "fedtosc.study_catalog:SNR_MISMATCH",
     "bandwidth": "fedtosc.study_catalog:BANDWIDTH",
     "knowledge-rate": "fedtosc.study_catalog:KNOWLEDGE_RATE",
+    "rate-price": "fedtosc.study_catalog:RATE_PRICE",
 })

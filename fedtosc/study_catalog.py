@@ -12,7 +12,9 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BANDWIDTH", "DATA_EFFICIENCY", "KNOWLEDGE_RATE", "SNR_MISMATCH", "SNR_SWEEP", "SPECIALIST_PREFIX", "Study"]
+__all__ = [
+    "BANDWIDTH", "DATA_EFFICIENCY", "KNOWLEDGE_RATE", "RATE_PRICE", "SNR_MISMATCH", "SNR_SWEEP", "SPECIALIST_PREFIX", "Study",
+]
 
 
 @dataclass(frozen=True)
@@ -141,5 +143,20 @@ KNOWLEDGE_RATE = Study(
     },
     claims="fedtosc.studies.knowledge_rate:knowledge_rate_claims",
     printed=("arm", "bytes_per_sample", "accuracy_mean", "paired_with", "difference", "difference_low",
+             "difference_high", "difference_p"),
+)
+
+RATE_PRICES = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)  # nats per symbol; 0.2 is LossConfig's default, set on digits
+
+RATE_PRICE = Study(
+    conf="rate_price",
+    summary="accuracy vs symbols sent as the price per symbol (loss.rate_weight) rises, paired against price 0",
+    example="arm=price_0,price_0.05 federation.rounds=3",
+    rows="fedtosc.studies.rate_price:rate_price_rows",
+    plot="fedtosc.studies.rate_price:plot_rate_price",
+    options=_WHERE,
+    arms={f"price_{price:g}": ("method=full", f"loss.rate_weight={price:g}") for price in RATE_PRICES},
+    claims="fedtosc.studies.rate_price:rate_price_claims",
+    printed=("arm", "rate_weight", "channel_uses", "accuracy_mean", "paired_with", "difference", "difference_low",
              "difference_high", "difference_p"),
 )

@@ -21,6 +21,7 @@ from fedtosc.studies import load_cells, run_study, sweep
 from fedtosc.studies.bandwidth import bandwidth_claims, bandwidth_rows, fixed_rate_cells, plot_bandwidth
 from fedtosc.studies.knowledge_rate import knowledge_rate_claims, knowledge_rate_rows, plot_knowledge_rate
 from fedtosc.studies.mismatch import plot_snr_mismatch, snr_mismatch_claims, snr_mismatch_rows
+from fedtosc.studies.rate_price import plot_rate_price, rate_price_claims, rate_price_rows
 from fedtosc.studies.sweep import CELL_FILE, CellOutcome, cell_name
 from synthetic_runs import write_run_dir, write_synthetic_outcomes
 
@@ -138,6 +139,42 @@ def test_knowledge_rate_rows_sort_by_bytes_and_pair_every_codec_with_full(tmp_pa
     assert claim["cheapest_not_below_full"] == "int8"
     plot_knowledge_rate(rows, tmp_path / "rate.png")
     assert (tmp_path / "rate.png").read_bytes().startswith(b"\x89PNG")
+
+
+def _priced_cell(cells_dir: Path, price: float, accuracy: float, symbols: float) -> Path:
+    run_dir = _arm_cell(cells_dir, f"price_{price:g}", accuracy=accuracy,
+                        results={"channel_uses": {"0.0": symbols, "10.0": symbols, "20.0": symbols}})
+    config = OmegaConf.load(run_dir / "config.yaml")
+    config.loss.rate_weight = price
+    OmegaConf.save(config, run_dir / "config.yaml")
+    return run_dir
+
+
+def test_rate_price_rows_pair_every_price_with_price_zero_and_name_the_highest_free_one(tmp_path: Path) -> None:
+    cells = load_cells([
+        _priced_cell(tmp_path, 0.1, accuracy=0.6, symbols=2.0),
+        _priced_cell(tmp_path, 0.0, accuracy=0.8, symbols=16.0),
+        _priced_cell(tmp_path, 0.01, accuracy=0.8, symbols=9.5),
+    ])
+    rows = rate_price_rows(cells, "awgn", 10.0)
+    assert [(row["rate_weight"], row["channel_uses"]) for row in rows] == [(0.0, 16.0), (0.01, 9.5), (0.1, 2.0)]
+    free, cheap, dear = rows
+    assert "difference" not in free
+    assert (cheap["difference"], cheap["difference_low"], cheap["difference_high"]) == (0.0, 0.0, 0.0)
+    assert dear["difference"] == pytest.approx(-0.2) and dear["difference_high"] < 0
+    (claim,) = rate_price_claims(rows)
+    assert claim["highest_costless_price"] == 0.01
+    assert "9.5 of 16 symbols" in claim["claim"]
+    plot_rate_price(rows, tmp_path / "price.png")
+    assert (tmp_path / "price.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_rate_price_says_when_every_price_costs_accuracy(tmp_path: Path) -> None:
+    rows = rate_price_rows(load_cells([
+        _priced_cell(tmp_path, 0.0, accuracy=0.8, symbols=16.0), _priced_cell(tmp_path, 0.2, accuracy=0.5, symbols=2.0),
+    ]), "awgn", 10.0)
+    (claim,) = rate_price_claims(rows)
+    assert claim["highest_costless_price"] is None and claim["claim"].startswith("every price costs accuracy")
 
 
 def test_each_arm_runs_the_grid_with_its_own_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
