@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from fedtosc.config import TeacherConfig
 from fedtosc.data.datasets import ImageDataset
 from fedtosc.knowledge.store import KnowledgeStore, KnowledgeStoreError, StoreHeader, write_store
-from fedtosc.models import teachers
 from fedtosc.models.teachers import TeacherCacheRebuilt, load_or_train_server_teacher
 from fedtosc.results import write_json_atomic
 
@@ -103,7 +102,7 @@ def test_fuzzed_teacher_cache_entries_are_retrained_with_a_warning_or_read_uncha
         trainings.append(teacher.teacher_id)
         teacher.load_state_dict(weights)
 
-    monkeypatch.setattr(teachers, "_train_classifier", train)
+    monkeypatch.setattr("fedtosc.models.teachers._train_classifier", train)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         teacher = load_or_train_server_teacher(config, labelled, seed=0, device=torch.device("cpu"))

@@ -26,13 +26,13 @@ from fedtosc.config import TeacherConfig, load_config
 from fedtosc.data.datasets import ImageDataset
 from fedtosc.data.prompts import prompt_templates
 from fedtosc.digests import DIGESTS_KEY
-from fedtosc.models import teachers
 from fedtosc.models.teachers import (
     ClipTeacher,
     ServerCNNTeacher,
     Teacher,
     TeacherCacheRebuilt,
     TeacherError,
+    _train_classifier,
     build_clip_teacher,
     load_or_train_server_teacher,
     predict,
@@ -255,13 +255,12 @@ def test_linear_head_reproduces_classify(kind: str, request: pytest.FixtureReque
 def _count_trainings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Each training of a server teacher from now on appends its teacher_id to the returned list."""
     trainings: list[str] = []
-    train = teachers._train_classifier
 
     def counted(teacher: ServerCNNTeacher, *args) -> None:  # noqa: ANN002
         trainings.append(teacher.teacher_id)
-        train(teacher, *args)
+        _train_classifier(teacher, *args)
 
-    monkeypatch.setattr(teachers, "_train_classifier", counted)
+    monkeypatch.setattr("fedtosc.models.teachers._train_classifier", counted)
     return trainings
 
 
