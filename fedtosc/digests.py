@@ -1,8 +1,9 @@
 """sha256 digests of the tensors in a safetensors file, recorded in its metadata, checked on read.
 
 safetensors validates its header and offsets but not the bytes of the data region: a flipped
-byte there is read as a slightly different value. Knowledge stores and checkpoints record one
-digest per tensor (dtype, shape and bytes), so a reader names the tensor that changed.
+byte there is read as a slightly different value. Knowledge stores, checkpoints and the cached
+server teacher record one digest per tensor (dtype, shape and bytes), so a reader names the
+tensor that changed.
 """
 
 from __future__ import annotations

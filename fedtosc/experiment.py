@@ -24,13 +24,14 @@ from fedtosc.knowledge.builder import build_knowledge
 from fedtosc.knowledge.codecs import KnowledgeCodec
 from fedtosc.knowledge.store import KnowledgeStore, KnowledgeStoreError
 from fedtosc.models.student import StudentCodec, build_student
-from fedtosc.models.teachers import Teacher, predict
+from fedtosc.models.teachers import Teacher, TeacherCacheRebuilt, predict
 from fedtosc.ray_cluster import RayAddressError, cluster_address
 from fedtosc.registries import CODECS, TEACHERS
 
 __all__ = [
     "Experiment",
     "KnowledgeCacheRebuilt",
+    "TeacherCacheRebuilt",  # defined with the server teacher it concerns; here beside its knowledge sibling
     "codec_for",
     "ensure_knowledge",
     "knowledge_path",

@@ -1,5 +1,5 @@
-"""Test helper: rewrite a knowledge store as another tool or an older fedtosc might, bypassing
-`write_store`'s checks. The result is consistent (its digests match its tensors) but wrong in
+"""Test helper: rewrite a knowledge store (or any safetensors file with tensor digests, such as a
+cached teacher) as another tool or an older fedtosc might, bypassing `write_store`'s checks. The result is consistent (its digests match its tensors) but wrong in
 whatever way the caller asks, so a test sees the reader's check for that, not the digest's."""
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ probabilities for the linear probe.
 from __future__ import annotations
 
 import json
+import re
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import open_clip
@@ -22,15 +25,19 @@ from sklearn.linear_model import LogisticRegression
 from fedtosc.config import TeacherConfig, load_config
 from fedtosc.data.datasets import ImageDataset
 from fedtosc.data.prompts import prompt_templates
+from fedtosc.digests import DIGESTS_KEY
 from fedtosc.models.teachers import (
     ClipTeacher,
     ServerCNNTeacher,
     Teacher,
+    TeacherCacheRebuilt,
     TeacherError,
+    _train_classifier,
     build_clip_teacher,
     load_or_train_server_teacher,
     predict,
 )
+from store_files import rewrite_store
 
 # Its module fixture builds a teacher: under pytest-xdist (`make test`) the module stays on one
 # worker, so that happens once.
@@ -245,17 +252,94 @@ def test_linear_head_reproduces_classify(kind: str, request: pytest.FixtureReque
         assert torch.allclose(teacher.classify(embeddings), embeddings @ weight.T + bias, atol=1e-5)
 
 
-def test_server_teacher_is_trained_once_then_loaded_from_cache(tmp_path: Path) -> None:
-    config = TeacherConfig(width=4, epochs=1, batch_size=32, cache_dir=str(tmp_path))
-    data = _color_images(10, seed=5)
-    trained = load_or_train_server_teacher(config, data, seed=0, device=_CPU)
-    cached = load_or_train_server_teacher(config, data, seed=0, device=_CPU)
+def _count_trainings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each training of a server teacher from now on appends its teacher_id to the returned list."""
+    trainings: list[str] = []
+
+    def counted(teacher: ServerCNNTeacher, *args) -> None:  # noqa: ANN002
+        trainings.append(teacher.teacher_id)
+        _train_classifier(teacher, *args)
+
+    monkeypatch.setattr("fedtosc.models.teachers._train_classifier", counted)
+    return trainings
+
+
+def _server_teacher(cache_dir: Path) -> ServerCNNTeacher:
+    """The tiny server teacher, from the same initial weights every time: a training is reproducible."""
+    torch.manual_seed(0)
+    config = TeacherConfig(width=4, epochs=1, batch_size=32, cache_dir=str(cache_dir))
+    return load_or_train_server_teacher(config, _color_images(10, seed=5), seed=0, device=_CPU)
+
+
+def _assert_same_weights(teacher: Teacher, expected: dict[str, torch.Tensor]) -> None:
+    state = teacher.state_dict()
+    assert state.keys() == expected.keys()
+    for name, tensor in state.items():
+        assert torch.equal(tensor, expected[name]), name
+
+
+def test_server_teacher_is_trained_once_then_loaded_from_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trainings = _count_trainings(monkeypatch)
+    trained = _server_teacher(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TeacherCacheRebuilt)  # a valid entry passes its checks
+        cached = _server_teacher(tmp_path)
+    assert trainings == [trained.teacher_id]  # the second call trained nothing
     assert list(tmp_path.glob("*.safetensors")) == [tmp_path / f"{trained.teacher_id}.safetensors"]
     assert cached.teacher_id == trained.teacher_id
-    for name, tensor in trained.state_dict().items():
-        assert torch.equal(tensor, cached.state_dict()[name]), name
-    outputs = predict(cached, data, 8, _CPU)
-    assert outputs.logits.shape == (len(data), len(_CLASSES))
+    _assert_same_weights(cached, trained.state_dict())
+    outputs = predict(cached, _color_images(10, seed=5), 8, _CPU)
+    assert outputs.logits.shape == (30, len(_CLASSES))
+
+
+def _flip_a_data_byte(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    data_start = 8 + int.from_bytes(raw[:8], "little")  # after the length and the JSON header
+    raw[(data_start + len(raw)) // 2] ^= 0x01  # still a valid safetensors file: only a digest can tell
+    path.write_bytes(bytes(raw))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _drop_digests(path: Path) -> None:
+    rewrite_store(path, {DIGESTS_KEY: None}, {})  # as fedtosc wrote cache entries before they had digests
+
+
+def _drop_a_tensor(path: Path) -> None:
+    rewrite_store(path, {}, {"classifier.bias": None})  # as another version of the teacher might, digests and all
+
+
+@pytest.mark.parametrize(
+    ("damage", "cause"),
+    [
+        (_flip_a_data_byte, "tensor '.*' does not match its recorded sha256 digest"),
+        (_truncate, "it is not a readable safetensors file"),
+        (_drop_digests, "it records no tensor digests"),
+        (_drop_a_tensor, r"its tensors do not fit server_cnn\(width=4\)"),
+    ],
+)
+def test_a_damaged_or_stale_server_teacher_cache_entry_is_retrained_with_a_warning_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: Callable[[Path], None], cause: str
+) -> None:
+    trainings = _count_trainings(monkeypatch)
+    fresh = _server_teacher(tmp_path).state_dict()
+    (path,) = tmp_path.glob("*.safetensors")
+    damage(path)
+    if damage is _flip_a_data_byte:  # what a reader without the digests would have loaded
+        assert any(not torch.equal(tensor, fresh[name]) for name, tensor in load_file(str(path)).items())
+
+    with pytest.warns(TeacherCacheRebuilt, match=rf"{re.escape(str(path))}: {cause}"):
+        rebuilt = _server_teacher(tmp_path)
+    assert len(trainings) == 2  # retrained, from the same initial weights as the first training
+    _assert_same_weights(rebuilt, fresh)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TeacherCacheRebuilt)  # the rewritten entry passes its checks
+        _assert_same_weights(_server_teacher(tmp_path), fresh)
+    assert len(trainings) == 2
+    assert list(tmp_path.iterdir()) == [path]  # replaced atomically: no temp file left
 
 
 def test_a_checkpoint_that_is_not_what_it_claims_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:

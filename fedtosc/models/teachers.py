@@ -4,7 +4,9 @@
   local checkpoint, with a zero-shot head from class-name prompts (the dataset's template
   ensemble, `fedtosc.data.prompts`) or a linear-probe head.
 - `ServerCNNTeacher`: the offline fallback, a CNN much larger than the student, trained on
-  the server's labelled data and cached by a fingerprint of its data and config.
+  the server's labelled data and cached by a fingerprint of its data and config. The cache
+  entry records its tensors' sha256 digests; one that fails them is retrained, with a
+  `TeacherCacheRebuilt` warning.
 Every head is linear: `Teacher.linear_head` gives its weight and bias.
 Teachers run batched in inference mode (`predict`), on a GPU when one is given.
 """
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
@@ -26,12 +30,14 @@ from fedtosc.config import TeacherConfig
 from fedtosc.data.datasets import ImageDataset
 from fedtosc.data.prompts import check_templates, prompt_templates
 from fedtosc.data.views import apply_views
+from fedtosc.digests import DIGESTS_KEY, digest_problem, tensor_digests
 from fedtosc.models.outputs import TeacherOutputs
 
 __all__ = [
     "ClipTeacher",
     "ServerCNNTeacher",
     "Teacher",
+    "TeacherCacheRebuilt",
     "TeacherError",
     "build_clip_teacher",
     "load_or_train_server_teacher",
@@ -44,6 +50,11 @@ _MODEL_SCHEMAS = ("hf-hub:", "local-dir:")
 
 class TeacherError(RuntimeError):
     """A teacher cannot be built; the message says how to supply what is missing."""
+
+
+class TeacherCacheRebuilt(UserWarning):
+    """A cached server teacher failed its checks (unreadable, corrupt, stale) and is being retrained;
+    the message names the file and what was wrong with it."""
 
 
 class Teacher(nn.Module):
@@ -116,15 +127,39 @@ def load_or_train_server_teacher(
     teacher.teacher_id = _teacher_fingerprint(config, labelled, seed)
     cache_path = Path(config.cache_dir).expanduser() / f"{teacher.teacher_id}.safetensors"
     if cache_path.is_file():
-        try:
-            teacher.load_state_dict(load_file(str(cache_path)))
+        problem = _load_cached(teacher, cache_path)
+        if problem is None:
             return teacher.to(device).eval()
-        except (RuntimeError, OSError, ValueError):
-            pass  # a corrupt or stale cache entry is retrained and overwritten below
+        # The entry derives from the data and config alone, so retraining it (atomically replaced
+        # below) is the fix and the run goes on; a corrupt or stale file is still news.
+        message = f"retraining the cached server teacher {cache_path}: {problem}"
+        warnings.warn(message, TeacherCacheRebuilt, stacklevel=2)
     _train_classifier(teacher, labelled, config, seed, device)
+    tensors = {k: v.contiguous().cpu() for k, v in teacher.state_dict().items()}
+    digests = json.dumps(tensor_digests({k: v.numpy() for k, v in tensors.items()}), sort_keys=True)
     with atomic_path(cache_path) as temp:  # a crash never leaves a half-written cache entry
-        save_file({k: v.contiguous().cpu() for k, v in teacher.state_dict().items()}, str(temp))
+        save_file(tensors, str(temp), metadata={DIGESTS_KEY: digests})
     return teacher.eval()
+
+
+def _load_cached(teacher: ServerCNNTeacher, path: Path) -> str | None:
+    """Load the cache entry at `path` into `teacher` once it passes every check; else why it failed,
+    with `teacher` untouched, so the retraining starts from the same initial weights as a fresh one."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            state = {name: handle.get_tensor(name) for name in handle.keys()}
+        problem = digest_problem({name: tensor.numpy() for name, tensor in state.items()}, metadata)
+    except Exception as error:  # safetensors raises its own error types and OSError; all mean "unreadable"
+        return f"it is not a readable safetensors file (truncated or corrupted?): {error}"
+    if problem is not None:
+        return problem
+    # load_state_dict would copy the tensors that fit before it raised on one that does not.
+    layout = {name: (tensor.dtype, tensor.shape) for name, tensor in teacher.state_dict().items()}
+    if {name: (tensor.dtype, tensor.shape) for name, tensor in state.items()} != layout:
+        return f"its tensors do not fit {teacher.display_name}: written by another version of it"
+    teacher.load_state_dict(state)
+    return None
 
 
 def _train_classifier(
