@@ -1,0 +1,56 @@
+"""`federation.wire_dtype`: the student's arrays in Flower messages, float32 as they are or float16 both ways."""
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord
+
+from fedtosc.config import ConfigError, load_config
+from fedtosc.federation.wire import from_wire, to_wire, wire_nbytes
+
+
+def _model(seed: int = 0) -> ArrayRecord:
+    """A student-like record: float32 weights of mixed magnitudes, an int64 step counter, a bool mask."""
+    rng = np.random.default_rng(seed)
+    return ArrayRecord({
+        "conv.weight": Array(rng.normal(0, 0.1, (8, 3, 3, 3)).astype(np.float32)),
+        "bn.running_var": Array(rng.uniform(0.5, 300.0, 8).astype(np.float32)),
+        "bn.num_batches_tracked": Array(np.array(123_456_789_012, dtype=np.int64)),
+        "mask": Array(np.array([True, False, True])),
+    })
+
+
+def test_float16_halves_the_float_arrays_and_comes_back_float32_within_fp16_rounding_ints_exact():
+    model = _model()
+    sent = to_wire(model, "float16")
+    assert {name: array.dtype for name, array in sent.items()} == {
+        "conv.weight": "float16", "bn.running_var": "float16", "bn.num_batches_tracked": "int64", "mask": "bool"}
+    floats = 8 * 3 * 3 * 3 + 8
+    assert wire_nbytes(model, "float32") == 4 * floats + 8 + 3
+    assert wire_nbytes(model, "float16") == 2 * floats + 8 + 3
+
+    received = from_wire(sent, "float16")
+    for name, original in model.items():
+        before, after = original.numpy(), received[name].numpy()
+        assert after.dtype == before.dtype and after.shape == before.shape
+        if before.dtype == np.float32:
+            # Rounded to the nearest float16 (11 significant bits): at most half a unit in the last place.
+            np.testing.assert_array_equal(after, before.astype(np.float16).astype(np.float32))
+            np.testing.assert_allclose(after, before, rtol=2.0**-11, atol=0)
+            assert not np.array_equal(after, before)  # it did go through float16
+        else:
+            np.testing.assert_array_equal(after, before)
+
+
+def test_float32_on_the_wire_is_the_record_itself_bit_for_bit():
+    model = _model()
+    assert to_wire(model, "float32") is model
+    assert from_wire(model, "float32") is model
+    assert wire_nbytes(model, "float32") == sum(array.numpy().nbytes for array in model.values())
+
+
+def test_the_wire_dtype_defaults_to_float32_and_a_wrong_value_names_the_key_and_the_choices():
+    assert load_config().federation.wire_dtype == "float32"
+    assert load_config(["federation.wire_dtype=float16"]).federation.wire_dtype == "float16"
+    with pytest.raises(ConfigError) as error:
+        load_config(["federation.wire_dtype=bfloat16"])
+    assert str(error.value) == "federation.wire_dtype='bfloat16' is not one of ['float32', 'float16']"
