@@ -1,11 +1,16 @@
 """`federation.wire_dtype`: the student's arrays in Flower messages, float32 as they are or float16 both ways."""
 
+import json
+
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
+from fedtosc.cli import main
 from fedtosc.config import ConfigError, load_config
 from fedtosc.federation.wire import from_wire, to_wire, wire_nbytes
+from fedtosc.results import read_results
+from server.strategies import make_strategy
 
 
 def _model(seed: int = 0) -> ArrayRecord:
@@ -54,3 +59,47 @@ def test_the_wire_dtype_defaults_to_float32_and_a_wrong_value_names_the_key_and_
     with pytest.raises(ConfigError) as error:
         load_config(["federation.wire_dtype=bfloat16"])
     assert str(error.value) == "federation.wire_dtype='bfloat16' is not one of ['float32', 'float16']"
+
+
+@pytest.fixture
+def _server_process_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flower stamps a message with its process's task identity, which a ServerApp process has set."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name in ("_task_id", "_run_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1)
+
+
+class _Grid:
+    def get_node_ids(self) -> list[int]:
+        return [1, 2]
+
+
+@pytest.mark.usefixtures("_server_process_identity")
+def test_the_strategy_sends_float16_and_screens_and_aggregates_the_replies_in_float32():
+    config = load_config(["federation.num_clients=2", "channel.clients='awgn:10'", "federation.wire_dtype=float16"])
+    screened = []
+    strategy = make_strategy(config, lambda _round, accepted, _rejected: screened.extend(accepted))
+    global_model = _model()
+    messages = list(strategy.configure_train(1, global_model, ConfigRecord(), _Grid()))
+    assert [message.content.array_records["arrays"]["conv.weight"].dtype for message in messages] == ["float16"] * 2
+
+    updates = [_model(seed) for seed in (1, 2)]
+    replies = [
+        Message(RecordDict({"arrays": to_wire(update, "float16"), "metrics": MetricRecord({"num-examples": count})}),
+                reply_to=message)
+        for message, update, count in zip(messages, updates, (1, 3), strict=True)
+    ]
+    aggregated, _ = strategy.aggregate_train(1, replies)
+
+    # The replies the round's traffic counts are the ones the wire carried.
+    assert [record.array_records["arrays"]["conv.weight"].dtype for record in screened] == ["float16"] * 2
+    # The average is taken over the float16 values, widened to float32 first.
+    rounded = [from_wire(to_wire(update, "float16"), "float16") for update in updates]
+    for name in ("conv.weight", "bn.running_var"):
+        expected = rounded[0][name].numpy() * 0.25
+        expected += rounded[1][name].numpy() * 0.75
+        assert aggregated[name].dtype == "float32"
+        np.testing.assert_array_equal(aggregated[name].numpy(), expected)
+    assert aggregated["bn.num_batches_tracked"].numpy() == 123_456_789_012  # the step counter, exactly
+
