@@ -8,8 +8,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 
 from fedtosc.cli import main
 from fedtosc.config import ConfigError, load_config
+from fedtosc.federation.payloads import payload_bytes
 from fedtosc.federation.wire import from_wire, to_wire, wire_nbytes
 from fedtosc.results import read_results
+from server.checkpoint import load_checkpoint
+from server.screening import update_problem
 from server.strategies import make_strategy
 
 
@@ -38,9 +41,10 @@ def test_float16_halves_the_float_arrays_and_comes_back_float32_within_fp16_roun
         before, after = original.numpy(), received[name].numpy()
         assert after.dtype == before.dtype and after.shape == before.shape
         if before.dtype == np.float32:
-            # Rounded to the nearest float16 (11 significant bits): at most half a unit in the last place.
+            # Rounded to the nearest float16: within 2^-11 relative (11 significant bits), or 2^-25
+            # absolute for the values below 6.1e-5 that float16 holds as subnormals.
             np.testing.assert_array_equal(after, before.astype(np.float16).astype(np.float32))
-            np.testing.assert_allclose(after, before, rtol=2.0**-11, atol=0)
+            np.testing.assert_allclose(after, before, rtol=2.0**-11, atol=2.0**-25)
             assert not np.array_equal(after, before)  # it did go through float16
         else:
             np.testing.assert_array_equal(after, before)
@@ -51,6 +55,13 @@ def test_float32_on_the_wire_is_the_record_itself_bit_for_bit():
     assert to_wire(model, "float32") is model
     assert from_wire(model, "float32") is model
     assert wire_nbytes(model, "float32") == sum(array.numpy().nbytes for array in model.values())
+
+
+def test_a_value_beyond_float16s_range_arrives_as_inf_and_screening_rejects_the_update():
+    update = ArrayRecord({"w": Array(np.array([1.0, 7e4], dtype=np.float32))})
+    with np.errstate(over="ignore"):
+        received = from_wire(to_wire(update, "float16"), "float16")
+    assert update_problem(received, {"w": ((2,), "float32")}) == "w holds NaN or inf values"
 
 
 def test_the_wire_dtype_defaults_to_float32_and_a_wrong_value_names_the_key_and_the_choices():
@@ -103,3 +114,26 @@ def test_the_strategy_sends_float16_and_screens_and_aggregates_the_replies_in_fl
         np.testing.assert_array_equal(aggregated[name].numpy(), expected)
     assert aggregated["bn.num_batches_tracked"].numpy() == 123_456_789_012  # the step counter, exactly
 
+
+
+@pytest.mark.slow
+def test_a_float16_federation_sends_half_the_bytes_each_way_and_keeps_a_float32_global_model(tmp_path, digits_teacher):
+    run_dir = tmp_path / "run"
+    code = main(["run", f"output_dir={run_dir}", *digits_teacher, "federation.num_clients=2", "federation.rounds=2",
+                 "channel.clients='awgn:10,awgn:20'", "channel.eval_snr_db=[20]", "federation.wire_dtype=float16"])
+    assert code == 0
+    results = read_results(run_dir)
+    assert results["federation"]["rounds"] == 2
+    assert results["accuracy_vs_snr"]["awgn"]["20.0"] >= 0.7  # it learns (chance is 0.1; 0.89 when written)
+
+    _, state = load_checkpoint(run_dir)
+    assert {str(tensor.dtype) for tensor in state.values()} == {"torch.float32", "torch.int64"}  # as the student holds them
+    float32 = ArrayRecord(state)
+    # Round 2 moves the model alone (round 1 also carries the knowledge broadcast).
+    second = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[1])
+    clients = len(second["clients"])
+    assert clients == 2 and second["rejected"] == []
+    assert second["bytes_down"] / clients == wire_nbytes(float32, "float16")
+    assert 0.49 < wire_nbytes(float32, "float16") / wire_nbytes(float32, "float32") < 0.51
+    # Up: the arrays as Flower serializes them, a header each beside the halved values.
+    assert 0.49 < second["bytes_up"] / clients / payload_bytes(RecordDict({"arrays": float32})) < 0.51

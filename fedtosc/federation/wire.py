@@ -5,9 +5,10 @@ float32 student each way. With `float16` the sender narrows every float32 array 
 receiver widens it back to float32 (`from_wire`) before anything uses it: the ClientApp before it
 trains, the server (server/screening.py) before it screens and aggregates. So the model, the
 weighted average, FedAdam's moments and the checkpoints stay float32; only the values in transit
-are rounded to float16 (11 significant bits; a magnitude above 65,504 arrives as inf, which
-screening rejects). Integer and bool buffers (BatchNorm's num_batches_tracked) travel as they are.
-`float32`, the default, hands the record itself on: the messages of before, bit for bit.
+are rounded to float16 (11 significant bits, or within 3e-8 below 6.1e-5; a value beyond float16's
+±65,504 arrives as inf, which screening rejects). Integer and bool buffers (BatchNorm's
+num_batches_tracked) travel as they are. `float32`, the default, hands the record itself on: the
+messages of before, bit for bit.
 """
 
 from __future__ import annotations
