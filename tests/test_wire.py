@@ -112,8 +112,8 @@ def test_the_strategy_sends_float16_and_screens_and_aggregates_the_replies_in_fl
         expected += rounded[1][name].numpy() * 0.75
         assert aggregated[name].dtype == "float32"
         np.testing.assert_array_equal(aggregated[name].numpy(), expected)
-    assert aggregated["bn.num_batches_tracked"].numpy() == 123_456_789_012  # the step counter, exactly
-
+    counter = aggregated["bn.num_batches_tracked"]
+    assert (counter.dtype, counter.numpy()) == ("int64", 123_456_789_012)  # the step counter, exactly
 
 
 @pytest.mark.slow
