@@ -23,6 +23,7 @@ from fedtosc.federation.node_data import local_data, shared_delivery_data
 from fedtosc.federation.payload_cache import cached_payload, payload_for_training, save_payload
 from fedtosc.federation.payloads import KNOWLEDGE_ARRAYS, KNOWLEDGE_HEADER
 from fedtosc.federation.placement import PLACEMENT, placement_record
+from fedtosc.federation.wire import from_wire, to_wire
 from fedtosc.training import LocalData
 
 app = ClientApp()
@@ -60,18 +61,20 @@ def train(msg: Message, context: Context) -> Message:
     train_config = msg.content.config_records["config"]
     # A resumed run restarts Flower's round count; seeds and SNR paths follow the original count.
     server_round = int(train_config["server-round"]) + int(train_config.get("round-offset", 0))
+    wire_dtype = config.federation.wire_dtype  # the global model arrives, and the update leaves, in it
     state, metrics = run_client_round(
         node.experiment,
         node.facts.partition_id,
         node.facts.profile,
         _training_data(node, context),
-        msg.content.array_records["arrays"].to_torch_state_dict(),
+        from_wire(msg.content.array_records["arrays"], wire_dtype).to_torch_state_dict(),
         server_round,
         resolve_device(config.device),
     )
     metrics[REJOINED] = int(rejoined)  # in every reply: Flower aggregates only replies with the same metric keys
     # Where this round ran (Ray node, host): the server tallies it into results.json's placement.
-    content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics), PLACEMENT: placement_record()})
+    arrays = to_wire(ArrayRecord(state), wire_dtype)
+    content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics), PLACEMENT: placement_record()})
     return Message(content=content, reply_to=msg)
 
 

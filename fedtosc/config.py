@@ -194,6 +194,10 @@ class FederationConfig:
     # Fault injection for resilience tests: "crash:<partition>@<round>" raises in that client's
     # training, "nan:<partition>@<round>" makes it return NaN weights. Comma-separated; "" = none.
     inject_faults: str = ""
+    # The dtype the student's float arrays travel in, down in train messages and up in replies
+    # (fedtosc/federation/wire.py): float32 as they are; float16 halves the bytes, and the receiver
+    # widens them back to float32 before training or aggregating (integer buffers travel exactly).
+    wire_dtype: str = "float32"
 
 
 @dataclass
@@ -237,6 +241,7 @@ _ENUMS: dict[str, tuple[str, ...]] = {
     "teacher.head": ("zero_shot", "linear_probe"),
     "knowledge.mode": ("prestored", "online", "none"),
     "knowledge.delivery": ("partition", "transfer_set", "digest"),
+    "federation.wire_dtype": ("float32", "float16"),
     "device": ("auto", "cpu", "cuda"),
 }
 

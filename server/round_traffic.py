@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections import Counter
 
 import torch
-from flwr.app import RecordDict
+from flwr.app import ArrayRecord, RecordDict
 
 from fedtosc.federation.messages import REJOINED
 from fedtosc.federation.payloads import payload_bytes
 from fedtosc.federation.placement import round_placement
+from fedtosc.federation.wire import wire_nbytes
 
 __all__ = ["RoundTraffic"]
 
@@ -23,8 +24,9 @@ __all__ = ["RoundTraffic"]
 class RoundTraffic:
     """The latest round's client metrics, bytes up and rejections; bytes down on request."""
 
-    def __init__(self, model_state: dict[str, torch.Tensor], knowledge_bytes: int) -> None:
-        self.model_bytes = sum(t.numel() * t.element_size() for t in model_state.values())
+    def __init__(self, model_state: dict[str, torch.Tensor], knowledge_bytes: int, wire_dtype: str = "float32") -> None:
+        """`wire_dtype`: what the model travels as (`federation.wire_dtype`), which sets the bytes down."""
+        self.model_bytes = wire_nbytes(ArrayRecord(model_state), wire_dtype)
         self.clients: list[dict] = []
         self.bytes_up = 0
         self.rejected: list[dict] = []

@@ -4,6 +4,10 @@ A reply is rejected when the client reported an error (it crashed), when its arr
 from the global model in names, shapes or dtypes, or when any value is NaN or inf. The round
 goes on with the rest, unless fewer than `min_successes` usable updates remain.
 
+The model travels in `federation.wire_dtype` both ways (fedtosc/federation/wire.py): encoded
+here for the train messages, and each reply widened back to float32 before it is screened and
+aggregated, so the strategy and the global model only ever hold float32.
+
 Rounds are deterministic: Flower samples nodes with the global, unseeded `random` over nodes in
 whatever order the grid lists them, and sums replies in arrival order. Here nodes are listed in
 a fixed order (by partition), the sample is seeded by (run seed, round), and replies are
@@ -24,6 +28,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
 from fedtosc.config import ExperimentConfig
+from fedtosc.federation.wire import from_wire, to_wire
 
 __all__ = [
     "NodeRecords", "RoundFailedError", "ScreenedFedAdam", "ScreenedFedAvg", "ScreenedFedProx", "ScreeningFn", "update_problem",
@@ -71,12 +76,15 @@ class _Screening:
         sampling_seed: int = 0,
         round_offset: int = 0,
         node_records: NodeRecords | None = None,
+        wire_dtype: str = "float32",
         **kwargs,  # noqa: ANN003
     ) -> None:
         """`round_offset`: rounds a resumed run already did; Flower numbers this session's from 1.
-        `node_records`: what each node's train messages carry besides the round's own records."""
+        `node_records`: what each node's train messages carry besides the round's own records.
+        `wire_dtype`: what the model travels as, both ways (fedtosc.federation.wire)."""
         super().__init__(*args, **kwargs)
         self.node_records = node_records
+        self.wire_dtype = wire_dtype
         self.min_successes = min_successes
         self.on_screened = on_screened
         self.node_order, self.node_label = node_order, node_label
@@ -99,11 +107,14 @@ class _Screening:
 
     def _construct_messages(self, record: RecordDict, node_ids: list[int], message_type: str) -> Iterable[Message]:
         """Flower's messages share one RecordDict; with `node_records` each node gets its own, the
-        round's records plus its own (a restarted node rejoins from them: messages.RUN)."""
+        round's records plus its own (a restarted node rejoins from them: messages.RUN). The model
+        goes in `wire_dtype`, encoded once for every node; the strategy keeps its float32 arrays."""
+        key = self.arrayrecord_key
+        record = _merged(record, {key: to_wire(record.array_records[key], self.wire_dtype)})
         if self.node_records is None or message_type != MessageType.TRAIN:
             return super()._construct_messages(record, node_ids, message_type)
         return [
-            Message(content=RecordDict(dict(record.items()) | self.node_records(node)), message_type=message_type, dst_node_id=node)
+            Message(content=_merged(record, self.node_records(node)), message_type=message_type, dst_node_id=node)
             for node in node_ids
         ]
 
@@ -132,27 +143,32 @@ class _Screening:
             node = destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
             answered.add(node)
             if reply.has_error():
-                problem = f"client failed: {reply.error.reason.strip().splitlines()[-1][:300]}"
+                arrays, problem = None, f"client failed: {reply.error.reason.strip().splitlines()[-1][:300]}"
             else:
-                problem = update_problem(reply.content.array_records["arrays"], self._reference)
+                # Screened and aggregated as float32, whatever the wire carried.
+                arrays = from_wire(reply.content.array_records[self.arrayrecord_key], self.wire_dtype)
+                problem = update_problem(arrays, self._reference)
             if problem is None:
-                usable.append(reply)
+                usable.append((reply, arrays))
             else:
                 log(WARNING, "round %d: rejected the update of node %d: %s", server_round, node, problem)
                 rejected.append({"node-id": node, "problem": problem})
         rejected += [
             {"node-id": node, "problem": "no reply (lost or timed out)"} for node in destination.values() if node not in answered
         ]
-        self.on_screened(server_round, [reply.content for reply in usable], rejected)
+        # The replies as they came: their upload size is what the wire carried.
+        self.on_screened(server_round, [reply.content for reply, _ in usable], rejected)
         if len(usable) < self.min_successes:
             lost = "; ".join(f"{self.node_label(r['node-id'])}: {r['problem']}" for r in rejected) or "no replies"
             raise RoundFailedError(
                 f"round {server_round + self.round_offset}: {len(usable)} usable client updates, fewer than the "
                 f"{self.min_successes} required (federation.min_train_fraction / min_train_clients). Lost: {lost}"
             )
-        usable.sort(key=lambda reply: self.node_order(reply.metadata.src_node_id))
+        usable.sort(key=lambda item: self.node_order(item[0].metadata.src_node_id))
+        for reply, arrays in usable:  # a new content: what on_screened was given stays as the wire carried it
+            reply.content = _merged(reply.content, {self.arrayrecord_key: arrays})
         # FedAdam's bias correction counts rounds: a resumed run continues the original count.
-        arrays, metrics = super().aggregate_train(server_round + self.round_offset, usable)
+        arrays, metrics = super().aggregate_train(server_round + self.round_offset, [reply for reply, _ in usable])
         return (_with_reference_dtypes(arrays, self._reference) if arrays is not None else None), metrics
 
 
@@ -167,6 +183,11 @@ class _OrderedGrid:
 
     def __getattr__(self, name: str):  # noqa: ANN204 - whatever the grid has
         return getattr(self._grid, name)
+
+
+def _merged(record: RecordDict, records: dict) -> RecordDict:
+    """A new RecordDict: `record`'s records, with `records` added or replacing those of the same name."""
+    return RecordDict(dict(record.items()) | records)
 
 
 def _with_reference_dtypes(arrays: ArrayRecord, reference: dict[str, tuple[tuple[int, ...], str]]) -> ArrayRecord:

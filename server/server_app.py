@@ -62,7 +62,7 @@ def main(grid: Grid, context: Context) -> None:
         student.load_state_dict(state)
     evaluator = StudentEvaluator(experiment, device)
     log = MetricsLog(run_dir, evaluator.reference_snr_db, resumed_after_round=rounds_done if resume else None)
-    traffic = RoundTraffic(student.state_dict(), knowledge_bytes)
+    traffic = RoundTraffic(student.state_dict(), knowledge_bytes, federation.wire_dtype)
 
     def evaluate_and_checkpoint(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         # Flower numbers this session's rounds from 1; a resumed run continues the original count.

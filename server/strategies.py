@@ -51,6 +51,7 @@ def make_strategy(
         "sampling_seed": config.seed,
         "round_offset": round_offset,
         "node_records": node_records,
+        "wire_dtype": federation.wire_dtype,
     }
     return STRATEGIES.get(config.strategy.name).from_config(config, **common)
 

@@ -28,7 +28,8 @@ CORE = [
 ]
 GLUE = [
     "fedtosc.federation.messages", "fedtosc.federation.payloads", "fedtosc.federation.node_data",
-    "fedtosc.federation.client_round", "fedtosc.run_results", "fedtosc.metrics_log", "fedtosc.run_config",
+    "fedtosc.federation.client_round", "fedtosc.federation.wire", "fedtosc.run_results", "fedtosc.metrics_log",
+    "fedtosc.run_config",
 ]
 ROLES = ["server.server_app", "clients.client_app"]
 

@@ -1,0 +1,139 @@
+"""`federation.wire_dtype`: the student's arrays in Flower messages, float32 as they are or float16 both ways."""
+
+import json
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+from fedtosc.cli import main
+from fedtosc.config import ConfigError, load_config
+from fedtosc.federation.payloads import payload_bytes
+from fedtosc.federation.wire import from_wire, to_wire, wire_nbytes
+from fedtosc.results import read_results
+from server.checkpoint import load_checkpoint
+from server.screening import update_problem
+from server.strategies import make_strategy
+
+
+def _model(seed: int = 0) -> ArrayRecord:
+    """A student-like record: float32 weights of mixed magnitudes, an int64 step counter, a bool mask."""
+    rng = np.random.default_rng(seed)
+    return ArrayRecord({
+        "conv.weight": Array(rng.normal(0, 0.1, (8, 3, 3, 3)).astype(np.float32)),
+        "bn.running_var": Array(rng.uniform(0.5, 300.0, 8).astype(np.float32)),
+        "bn.num_batches_tracked": Array(np.array(123_456_789_012, dtype=np.int64)),
+        "mask": Array(np.array([True, False, True])),
+    })
+
+
+def test_float16_halves_the_float_arrays_and_comes_back_float32_within_fp16_rounding_ints_exact():
+    model = _model()
+    sent = to_wire(model, "float16")
+    assert {name: array.dtype for name, array in sent.items()} == {
+        "conv.weight": "float16", "bn.running_var": "float16", "bn.num_batches_tracked": "int64", "mask": "bool"}
+    floats = 8 * 3 * 3 * 3 + 8
+    assert wire_nbytes(model, "float32") == 4 * floats + 8 + 3
+    assert wire_nbytes(model, "float16") == 2 * floats + 8 + 3
+
+    received = from_wire(sent, "float16")
+    for name, original in model.items():
+        before, after = original.numpy(), received[name].numpy()
+        assert after.dtype == before.dtype and after.shape == before.shape
+        if before.dtype == np.float32:
+            # Rounded to the nearest float16: within 2^-11 relative (11 significant bits), or 2^-25
+            # absolute for the values below 6.1e-5 that float16 holds as subnormals.
+            np.testing.assert_array_equal(after, before.astype(np.float16).astype(np.float32))
+            np.testing.assert_allclose(after, before, rtol=2.0**-11, atol=2.0**-25)
+            assert not np.array_equal(after, before)  # it did go through float16
+        else:
+            np.testing.assert_array_equal(after, before)
+
+
+def test_float32_on_the_wire_is_the_record_itself_bit_for_bit():
+    model = _model()
+    assert to_wire(model, "float32") is model
+    assert from_wire(model, "float32") is model
+    assert wire_nbytes(model, "float32") == sum(array.numpy().nbytes for array in model.values())
+
+
+def test_a_value_beyond_float16s_range_arrives_as_inf_and_screening_rejects_the_update():
+    update = ArrayRecord({"w": Array(np.array([1.0, 7e4], dtype=np.float32))})
+    with np.errstate(over="ignore"):
+        received = from_wire(to_wire(update, "float16"), "float16")
+    assert update_problem(received, {"w": ((2,), "float32")}) == "w holds NaN or inf values"
+
+
+def test_the_wire_dtype_defaults_to_float32_and_a_wrong_value_names_the_key_and_the_choices():
+    assert load_config().federation.wire_dtype == "float32"
+    assert load_config(["federation.wire_dtype=float16"]).federation.wire_dtype == "float16"
+    with pytest.raises(ConfigError) as error:
+        load_config(["federation.wire_dtype=bfloat16"])
+    assert str(error.value) == "federation.wire_dtype='bfloat16' is not one of ['float32', 'float16']"
+
+
+@pytest.fixture
+def _server_process_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flower stamps a message with its process's task identity, which a ServerApp process has set."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name in ("_task_id", "_run_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1)
+
+
+class _Grid:
+    def get_node_ids(self) -> list[int]:
+        return [1, 2]
+
+
+@pytest.mark.usefixtures("_server_process_identity")
+def test_the_strategy_sends_float16_and_screens_and_aggregates_the_replies_in_float32():
+    config = load_config(["federation.num_clients=2", "channel.clients='awgn:10'", "federation.wire_dtype=float16"])
+    screened = []
+    strategy = make_strategy(config, lambda _round, accepted, _rejected: screened.extend(accepted))
+    global_model = _model()
+    messages = list(strategy.configure_train(1, global_model, ConfigRecord(), _Grid()))
+    assert [message.content.array_records["arrays"]["conv.weight"].dtype for message in messages] == ["float16"] * 2
+
+    updates = [_model(seed) for seed in (1, 2)]
+    replies = [
+        Message(RecordDict({"arrays": to_wire(update, "float16"), "metrics": MetricRecord({"num-examples": count})}),
+                reply_to=message)
+        for message, update, count in zip(messages, updates, (1, 3), strict=True)
+    ]
+    aggregated, _ = strategy.aggregate_train(1, replies)
+
+    # The replies the round's traffic counts are the ones the wire carried.
+    assert [record.array_records["arrays"]["conv.weight"].dtype for record in screened] == ["float16"] * 2
+    # The average is taken over the float16 values, widened to float32 first.
+    rounded = [from_wire(to_wire(update, "float16"), "float16") for update in updates]
+    for name in ("conv.weight", "bn.running_var"):
+        expected = rounded[0][name].numpy() * 0.25
+        expected += rounded[1][name].numpy() * 0.75
+        assert aggregated[name].dtype == "float32"
+        np.testing.assert_array_equal(aggregated[name].numpy(), expected)
+    counter = aggregated["bn.num_batches_tracked"]
+    assert (counter.dtype, counter.numpy()) == ("int64", 123_456_789_012)  # the step counter, exactly
+
+
+@pytest.mark.slow
+def test_a_float16_federation_sends_half_the_bytes_each_way_and_keeps_a_float32_global_model(tmp_path, digits_teacher):
+    run_dir = tmp_path / "run"
+    code = main(["run", f"output_dir={run_dir}", *digits_teacher, "federation.num_clients=2", "federation.rounds=2",
+                 "channel.clients='awgn:10,awgn:20'", "channel.eval_snr_db=[20]", "federation.wire_dtype=float16"])
+    assert code == 0
+    results = read_results(run_dir)
+    assert results["federation"]["rounds"] == 2
+    assert results["accuracy_vs_snr"]["awgn"]["20.0"] >= 0.7  # it learns (chance is 0.1; 0.89 when written)
+
+    _, state = load_checkpoint(run_dir)
+    assert {str(tensor.dtype) for tensor in state.values()} == {"torch.float32", "torch.int64"}  # as the student holds them
+    float32 = ArrayRecord(state)
+    # Round 2 moves the model alone (round 1 also carries the knowledge broadcast).
+    second = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[1])
+    clients = len(second["clients"])
+    assert clients == 2 and second["rejected"] == []
+    assert second["bytes_down"] / clients == wire_nbytes(float32, "float16")
+    assert 0.49 < wire_nbytes(float32, "float16") / wire_nbytes(float32, "float32") < 0.51
+    # Up: the arrays as Flower serializes them, a header each beside the halved values.
+    assert 0.49 < second["bytes_up"] / clients / payload_bytes(RecordDict({"arrays": float32})) < 0.51
