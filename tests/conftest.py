@@ -79,20 +79,29 @@ def digits_teacher(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return prepared_caches(tmp_path_factory, "digits-teacher", DIGITS_TEACHER, _prepare_in_process)
 
 
-# Modules of the longest tests, longest first (measured with `make test`'s --durations); only the
-# order tests start in depends on it.
-_LONGEST_MODULES = ("test_deployment.py", "test_federation.py", "test_deployment_node_data.py", "test_interrupts.py",
-                    "test_scale.py")
+# The eight longest tests (`make test --durations`), in the order they start. pytest-xdist gives each of
+# the Makefile's four workers its first two tests at once: the first four here start together, longest
+# first, and the next four queue behind them worker by worker, shortest first, so the longest test has
+# the shortest behind it. Only the order tests start in depends on this list.
+_LONGEST_TESTS = (
+    "test_same_seed_same_weights_and_a_resumed_run_equals_an_uninterrupted_one_bit_for_bit",
+    "test_deploy_run_resumes_from_its_checkpoint_after_the_superlink_restarts",
+    "test_run_finishes_with_the_others_when_a_supernode_dies_and_another_hangs",
+    "test_three_supernodes_over_tls_run_two_rounds_and_leave_no_process",
+    "test_crashing_and_poisoned_clients_are_rejected_and_the_round_completes",
+    "test_hundred_clients_one_round_finish_and_memory_does_not_grow_with_clients",
+    "test_the_loopback_walkthrough_runs_and_a_box_restarted_mid_run_reuses_its_cached_transfer_set",
+    "test_ctrl_c_mid_run_stops_everything_and_resume_finishes_it",
+)
 
 
 def _start_rank(item: pytest.Item) -> tuple[bool, int]:
-    module = item.path.name
     return item.get_closest_marker("slow") is None, (
-        _LONGEST_MODULES.index(module) if module in _LONGEST_MODULES else len(_LONGEST_MODULES))
+        _LONGEST_TESTS.index(item.name) if item.name in _LONGEST_TESTS else len(_LONGEST_TESTS))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first, the longest modules' first: pytest-xdist hands tests out in this order (the
+    """Slow tests first, the longest in the order above: pytest-xdist hands tests out in this order (the
     Makefile turns off its reordering by scope size), so the longest runs start at once on separate
     workers and the quick tests fill the gaps, instead of a long run starting last and running alone."""
     items.sort(key=_start_rank)

@@ -225,7 +225,9 @@ def _overrides(teacher: list[str], run_dir: Path, *extra: str, nodes: int = 3) -
     """`teacher`: the session's teacher and knowledge cache (`digits_teacher`)."""
     return [
         f"federation.num_clients={nodes}", "federation.rounds=2", f"channel.clients='{','.join(SERVER_CHANNELS[:nodes])}'",
-        "channel.eval_snr_db=[0,10]", "device=cpu", *teacher,
+        # No claim here depends on how well the student learns: one local epoch and one evaluation SNR
+        # keep each train and evaluation short (the final sweep still covers every client link).
+        "train.local_epochs=1", "channel.eval_snr_db=[10]", "device=cpu", *teacher,
         # Runs start while their SuperNodes are still starting (the two start-ups overlap), and on a
         # loaded machine a node can take minutes to connect; the ServerApp's wait ends as soon as all
         # have, so this limit only turns a node that never comes into a failure.
@@ -393,11 +395,14 @@ def test_deploy_run_resumes_from_its_checkpoint_after_the_superlink_restarts(
 
     The SuperLink is killed within a poll of the checkpoint appearing, long before round 2 can
     finish: that needs a new ClientApp process on every node and their local training.
+
+    Two SuperNodes show that every node comes back (a third only adds its processes to both runs):
+    a round needs one of two, so a node that never reconnected would leave round 2 one client short.
     """
     from server.checkpoint import load_checkpoint
 
     run_dir = federation.root / "run"
-    interrupted = _start_federation_and_run(federation, _overrides(digits_teacher, run_dir))
+    interrupted = _start_federation_and_run(federation, _overrides(digits_teacher, run_dir, nodes=2), nodes=2)
     _wait_for(lambda: (run_dir / "checkpoint.safetensors").is_file() or interrupted.poll() is not None,
               "checkpoint")
     federation.crash("superlink")
@@ -423,7 +428,7 @@ def test_deploy_run_resumes_from_its_checkpoint_after_the_superlink_restarts(
     assert [entry["round"] for entry in rounds] == [1, 2]
     # Round 1's line is the very one written before the restart: that round was not run again.
     assert (run_dir / "metrics.jsonl").read_text().splitlines()[:1] == checkpointed_lines
-    assert len(rounds[1]["clients"]) == 3  # every SuperNode came back
+    assert len(rounds[1]["clients"]) == 2  # every SuperNode came back
     assert json.loads((run_dir / "results.json").read_text())["federation"]["rounds"] == 2
 
     federation.stop()
