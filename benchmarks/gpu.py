@@ -1,23 +1,26 @@
 """The same work on the CPU and on a CUDA GPU, side by side: the knowledge build and one client round.
 
-    python benchmarks/gpu.py --json benchmarks/results/gpu.json [key=value ...]
+    python benchmarks/gpu.py --json benchmarks/results/gpu_h200.json [key=value ...]
 
-Needs a GPU (CI has none; the script says so and stops). The default workload is the CIFAR-10
-studies' budget: the image folders at --data-root, the shipped ResNet-20 teacher, its top-5
-store over 4,000 training images, 4 Dirichlet clients, one client round of 2 local epochs at
-batch 32. Extra Hydra overrides go last.
+Needs a GPU (CI has none; the script says so and stops; `--device cpu` compares the CPU with
+itself, a check of the script). The default workload is the CIFAR-10 studies' budget: the image
+folders at --data-root, the shipped ResNet-20 teacher, its top-5 store over 4,000 training
+images, 4 Dirichlet clients, one client round of 2 local epochs at batch 32. Extra Hydra
+overrides go last.
 
 What it measures and checks, each device from the same inputs:
 - the knowledge build (`ensure_knowledge`: teacher eval, the pass, encoding, the safetensors
-  file): wall time, images per second, and whether the GPU store holds what the CPU store holds.
-  They are not bit-equal: cuDNN sums a convolution in another order than the CPU, so the logits
-  differ in the last float32 bits, and a soft label that sits on an fp16 rounding boundary
-  can round the other way. The table gives the largest soft-label difference and how often
-  the top-k indices and the argmax agree.
+  file): wall time, images per second, and whether the GPU store holds what the CPU store holds,
+  built once with TF32 allowed and once not (the teacher pass pins float32 either way). They are
+  not bit-equal: cuDNN sums a convolution in another order than the CPU, so the logits differ in
+  the last float32 bits, and a soft label on an fp16 rounding boundary can round the other way.
+  The table gives the largest soft-label difference and how often rows and the argmax agree.
 - one client round (`run_client_round`, the ClientApp's own update) from the same global
-  weights, data, knowledge slice and seed: wall time (the first GPU round includes CUDA's
-  start-up, so it runs twice), the relative L2 distance between the two trained students,
-  and each one's test accuracy at AWGN 10 dB, evaluated on the CPU with the same channel draws.
+  weights, data, knowledge slice and seeds, so the same random draws: on the CPU, then on the
+  GPU twice with TF32 allowed (the first includes CUDA's start-up; the two differ, as GPU
+  kernels need not sum in one order) and once in float32: wall time, relative L2 distance of the
+  trained student from the CPU's, and its test accuracy at AWGN 10 dB, evaluated on the CPU
+  with the same channel draws.
 """
 
 from __future__ import annotations
