@@ -207,10 +207,12 @@ class Channel(torch.nn.Module, ABC):
         _check_symbols(x)
         x = x.to(torch.complex64)
         noise_power = _noise_power(snr_db, x.shape[0], x.device)
-        device = str(x.device)
-        coefficients = self._draw_coefficients(x.shape[0], x.shape[1], device)
-        # Sionna's AWGN draws CN(0, noise_power) with the device's own (seedable) generator.
-        noisy = _sionna("sionna.phy.channel").AWGN(precision="single", device=device)(coefficients * x, noise_power)
+        # Fading and noise are drawn on the CPU, by Sionna's seedable CPU generators, whatever device
+        # x is on: one seed gives the same channel on a GPU as on the CPU (benchmarks/gpu.py), so
+        # runs on different machines stay paired. A batch is a few thousand symbols: the copies are cheap.
+        coefficients = self._draw_coefficients(x.shape[0], x.shape[1]).to(x.device)
+        awgn = _sionna("sionna.phy.channel").AWGN(precision="single", device="cpu")
+        noisy = awgn((coefficients * x).cpu(), noise_power.cpu()).to(x.device)
         if self.csi == "perfect":
             gain = (coefficients.real.square() + coefficients.imag.square()).clamp_min(_ZF_GAIN_FLOOR)
             received = noisy * coefficients.conj() / gain
@@ -219,8 +221,8 @@ class Channel(torch.nn.Module, ABC):
         return ChannelOutput(received, coefficients, noise_power)
 
     @abstractmethod
-    def _draw_coefficients(self, batch_size: int, channel_uses: int, device: str) -> torch.Tensor:
-        """Fading coefficients [B, n] complex64 with E|h|^2 = 1."""
+    def _draw_coefficients(self, batch_size: int, channel_uses: int) -> torch.Tensor:
+        """Fading coefficients [B, n] complex64 on the CPU, with E|h|^2 = 1."""
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, csi={self.csi!r}"
@@ -231,18 +233,16 @@ class AWGNChannel(Channel):
 
     name = "awgn"
 
-    def _draw_coefficients(self, batch_size: int, channel_uses: int, device: str) -> torch.Tensor:
-        return torch.ones(batch_size, channel_uses, dtype=torch.complex64, device=device)
+    def _draw_coefficients(self, batch_size: int, channel_uses: int) -> torch.Tensor:
+        return torch.ones(batch_size, channel_uses, dtype=torch.complex64)
 
 
-def _rayleigh_coefficients(
-    batch_size: int, channel_uses: int, block_length: int | None, device: str
-) -> torch.Tensor:
+def _rayleigh_coefficients(batch_size: int, channel_uses: int, block_length: int | None) -> torch.Tensor:
     """CN(0, 1) coefficients [B, n], constant over blocks of ``block_length`` symbols."""
     block_length = channel_uses if block_length is None else block_length
     num_blocks = max(1, math.ceil(channel_uses / block_length))
     # One Sionna draw per (sample, block); Sionna's own block fading spans a whole draw.
-    fading = _sionna("sionna.phy.channel").RayleighBlockFading(1, 1, 1, 1, precision="single", device=device)
+    fading = _sionna("sionna.phy.channel").RayleighBlockFading(1, 1, 1, 1, precision="single", device="cpu")
     h, _ = fading(batch_size * num_blocks, 1)
     per_block = h.reshape(batch_size, num_blocks)
     return per_block.repeat_interleave(block_length, dim=1)[:, :channel_uses]
@@ -263,8 +263,8 @@ class RayleighChannel(Channel):
         self.csi = check_csi(csi)
         self.block_length = _check_block_length(block_length)
 
-    def _draw_coefficients(self, batch_size: int, channel_uses: int, device: str) -> torch.Tensor:
-        return _rayleigh_coefficients(batch_size, channel_uses, self.block_length, device)
+    def _draw_coefficients(self, batch_size: int, channel_uses: int) -> torch.Tensor:
+        return _rayleigh_coefficients(batch_size, channel_uses, self.block_length)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, block_length={self.block_length}"
@@ -286,8 +286,8 @@ class RicianChannel(Channel):
         self.csi = check_csi(csi)
         self.block_length = _check_block_length(block_length)
 
-    def _draw_coefficients(self, batch_size: int, channel_uses: int, device: str) -> torch.Tensor:
-        scattered = _rayleigh_coefficients(batch_size, channel_uses, self.block_length, device)
+    def _draw_coefficients(self, batch_size: int, channel_uses: int) -> torch.Tensor:
+        scattered = _rayleigh_coefficients(batch_size, channel_uses, self.block_length)
         line_of_sight = math.sqrt(self.k_factor / (self.k_factor + 1.0))
         return line_of_sight + math.sqrt(1.0 / (self.k_factor + 1.0)) * scattered
 
@@ -322,8 +322,8 @@ class FixedDrawWidth(Channel):
         sent = self.channel.transmit(torch.cat([x.to(torch.complex64), padding], dim=1), snr_db)
         return ChannelOutput(sent.received[:, :channel_uses], sent.coefficients[:, :channel_uses], sent.noise_power)
 
-    def _draw_coefficients(self, batch_size: int, channel_uses: int, device: str) -> torch.Tensor:
-        return self.channel._draw_coefficients(batch_size, channel_uses, device)
+    def _draw_coefficients(self, batch_size: int, channel_uses: int) -> torch.Tensor:
+        return self.channel._draw_coefficients(batch_size, channel_uses)
 
     def extra_repr(self) -> str:
         return f"draw_width={self.draw_width}"

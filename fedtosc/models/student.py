@@ -213,7 +213,9 @@ class StudentCodec(nn.Module):
         features = self._features(images, snr_db)
         mu, logvar = self.mu(features), self.logvar(features).clamp(-_LOGVAR_LIMIT, _LOGVAR_LIMIT)
         # Sampling z ~ q(z|x) while training is what makes the IB rate term meaningful; eval sends mu.
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        # Drawn from the CPU's generator whatever the device, as the channel's draws are: one seed
+        # gives one run on a GPU and on the CPU (benchmarks/gpu.py); on the CPU this is randn_like.
+        z = mu + torch.randn(mu.shape, dtype=mu.dtype).to(mu.device) * torch.exp(0.5 * logvar) if self.training else mu
         mask = self.symbol_mask(snr_db)
         sent_link = channel.transmit(normalize_power(real_to_complex(z), mask), snr_db)
         received_real = complex_to_real(sent_link.received * mask)

@@ -30,6 +30,7 @@ from fedtosc.config import TeacherConfig
 from fedtosc.data.datasets import ImageDataset
 from fedtosc.data.prompts import check_templates, prompt_templates
 from fedtosc.data.views import apply_views
+from fedtosc.precision import tf32
 from fedtosc.digests import DIGESTS_KEY, digest_problem, tensor_digests
 from fedtosc.models.outputs import TeacherOutputs
 
@@ -367,7 +368,8 @@ def predict(
 
     `progress`: a caller's bar to advance by samples (e.g. the knowledge builder's); else its own.
     `view_params`: [N, 5] one augmented view per sample (data/views.py): the teacher sees
-    `apply_views(images, view_params)` instead of the images as stored.
+    `apply_views(images, view_params)` instead of the images as stored. On a GPU it runs in full
+    float32, not TF32, so its outputs match the CPU's (fedtosc/precision.py).
     """
     teacher.eval()
     bar = progress if progress is not None else tqdm(total=len(data), desc=desc, unit="img", leave=False)
@@ -379,7 +381,8 @@ def predict(
             images = images.float().div(255.0)
         else:
             images = apply_views(images, view_params[start : start + batch_size])
-        outputs = teacher(images)
+        with tf32(False):
+            outputs = teacher(images)
         logits.append(outputs.logits.float().cpu())
         embeddings.append(outputs.embeddings.float().cpu())
         bar.update(len(images))
