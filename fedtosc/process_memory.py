@@ -13,7 +13,7 @@ import psutil
 
 from fedtosc.launch import processes_with_env
 
-__all__ = ["PeakMemorySampler", "descendants", "rss_bytes", "rss_pss_bytes"]
+__all__ = ["PeakMemorySampler", "descendants", "memory_bytes"]
 
 
 class PeakMemorySampler(threading.Thread):
@@ -36,7 +36,7 @@ class PeakMemorySampler(threading.Thread):
 
     def sample(self, pids: set[int]) -> None:
         """One tick over the run's processes `pids`; a subclass may note more of them."""
-        sizes = [rss_pss_bytes(pid) if self.pss else (rss_bytes(pid), 0) for pid in pids]
+        sizes = [memory_bytes(pid, self.pss) for pid in pids]
         self.peak_rss_bytes = max(self.peak_rss_bytes, sum(rss for rss, _ in sizes))
         # PSS splits shared pages (torch's libraries in every Ray worker) among their users.
         self.peak_pss_bytes = max(self.peak_pss_bytes, sum(pss for _, pss in sizes))
@@ -59,18 +59,14 @@ def descendants(root_pid: int) -> set[int]:
         return {root_pid}  # exited meanwhile
 
 
-def rss_pss_bytes(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) of one process in bytes; zeros for a process that is gone or not ours to read."""
+def memory_bytes(pid: int, pss: bool = True) -> tuple[int, int]:
+    """(RSS, PSS) of one process in bytes; zeros for a process that is gone or not ours to read.
+    `pss=False` reads RSS alone and gives PSS as 0 (see PeakMemorySampler for what PSS costs)."""
     try:
-        memory = psutil.Process(pid).memory_full_info()
+        process = psutil.Process(pid)
+        if pss:
+            memory = process.memory_full_info()
+            return memory.rss, memory.pss
+        return process.memory_info().rss, 0
     except psutil.Error:
         return 0, 0
-    return memory.rss, memory.pss
-
-
-def rss_bytes(pid: int) -> int:
-    """RSS of one process in bytes; 0 for a process that is gone or not ours to read."""
-    try:
-        return psutil.Process(pid).memory_info().rss
-    except psutil.Error:
-        return 0

@@ -57,6 +57,12 @@ def test_float32_on_the_wire_is_the_record_itself_bit_for_bit():
     assert wire_nbytes(model, "float32") == sum(array.numpy().nbytes for array in model.values())
 
 
+@pytest.mark.parametrize("wire_dtype", ["float32", "float16"])
+def test_wire_nbytes_is_the_byte_count_of_what_to_wire_sends(wire_dtype):
+    model = _model()
+    assert wire_nbytes(model, wire_dtype) == sum(array.numpy().nbytes for array in to_wire(model, wire_dtype).values())
+
+
 def test_a_value_beyond_float16s_range_arrives_as_inf_and_screening_rejects_the_update():
     update = ArrayRecord({"w": Array(np.array([1.0, 7e4], dtype=np.float32))})
     with np.errstate(over="ignore"):

@@ -34,8 +34,14 @@ def from_wire(arrays: ArrayRecord, wire_dtype: str) -> ArrayRecord:
 
 
 def wire_nbytes(arrays: ArrayRecord, wire_dtype: str) -> int:
-    """Bytes of the values `arrays` travel as (Flower's header per array aside)."""
-    return sum(math.prod(array.shape) * np.dtype(array.dtype).itemsize for array in to_wire(arrays, wire_dtype).values())
+    """Bytes of the values `arrays` travel as (Flower's header per array aside), counted from the
+    shapes: the float32 arrays at `wire_dtype`'s itemsize, the rest at their own, as `to_wire` sends
+    them, without the float16 copy of the model that converting to count would build."""
+    wire = np.dtype(wire_dtype)
+    return sum(
+        math.prod(array.shape) * (wire if np.dtype(array.dtype) == _MODEL_DTYPE else np.dtype(array.dtype)).itemsize
+        for array in arrays.values()
+    )
 
 
 def _recast(arrays: ArrayRecord, source: np.dtype, target: np.dtype) -> ArrayRecord:

@@ -3,7 +3,9 @@
 Each cell is a run directory (config.yaml, results.json, outcomes.safetensors) plus cell.json
 naming its axis values. Cells that differ only in `seed` form one point: mean and sample standard
 deviation over seeds; differences between arms are paired per test image (`paired_columns`).
-The data-efficiency and snr-sweep studies live here; the others have a module each.
+The data-efficiency and snr-sweep studies live here; the others have a module each. The studies
+that compare arms with one reference arm (rate-price, knowledge-rate) share `paired_arm_rows` and
+`plot_paired_arms`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import csv
 import json
 from collections import defaultdict
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -32,9 +35,11 @@ __all__ = [
     "cells_by_arm",
     "data_efficiency_claims",
     "data_efficiency_rows",
+    "paired_arm_rows",
     "paired_columns",
     "spread",
     "load_cells",
+    "plot_paired_arms",
     "plot_data_efficiency",
     "plot_snr_sweep",
     "save_figure",
@@ -91,6 +96,75 @@ def cells_by_arm(cells: list[Cell]) -> dict[str, list[Cell]]:
     for cell in cells:
         arms[cell.axes.get(ARM, "")].append(cell)
     return {arm: sorted(members, key=lambda cell: int(cell.config["seed"])) for arm, members in arms.items()}
+
+
+def paired_arm_rows(
+    cells: list[Cell],
+    columns: Callable[[list[Cell], str, float], dict[str, Any]],
+    is_reference: Callable[[dict[str, Any]], bool],
+    channel: str,
+    snr_db: float,
+    sort_key: str,
+) -> list[dict[str, Any]]:
+    """One row per arm, sorted by `sort_key`: `arm`, then `columns(members, channel, snr_db)` (what the
+    study reads off the arm, in CSV order), then the accuracy `spread` on `channel` at `snr_db`. Every
+    arm but the first whose row `is_reference` is paired with that one (arm − reference)."""
+    arms = cells_by_arm(cells)
+    rows = {
+        arm: {"arm": arm, **columns(members, channel, snr_db),
+              **spread([accuracy_at(cell, channel, snr_db) for cell in members], members)}
+        for arm, members in arms.items()
+    }
+    reference = next((arm for arm, row in rows.items() if is_reference(row)), None)
+    for arm, row in rows.items():
+        if reference is not None and arm != reference:
+            row.update(paired_columns(arms[arm], arms[reference], reference, channel, snr_db))
+    return sorted(rows.values(), key=lambda row: row[sort_key])
+
+
+def plot_paired_arms(
+    rows: list[dict[str, Any]],
+    path: Path,
+    *,
+    x_key: str,
+    label_key: str,
+    is_reference: Callable[[dict[str, Any]], bool],
+    xlabel: str,
+    title: str,
+    title_size: float = 10,
+    log_x: bool = False,
+) -> None:
+    """Accuracy against `x_key`, one point per row of `paired_arm_rows`, labelled by its `label_key`
+    (a float as `:g`). Each paired row's bar is the reference's accuracy plus the paired 95% interval
+    of the difference to it, so the bars share one dashed reference line. `title` is formatted with
+    the first row's columns (e.g. `{channel}`); `log_x` puts the x axis on a log scale, ticked at the rows."""
+    figure, axes = plt.subplots(figsize=(6.5, 4.2))
+    reference = next((row for row in rows if is_reference(row)), None)
+    for row in rows:
+        if reference is not None and "difference" in row:
+            low = reference["accuracy_mean"] + row["difference_low"]
+            high = reference["accuracy_mean"] + row["difference_high"]
+            axes.plot([row[x_key]] * 2, [low, high], color="gray", linewidth=1)
+        axes.plot(row[x_key], row["accuracy_mean"], "o", color="C3" if row is reference else "C0")
+        label = row[label_key]
+        axes.annotate(f"{label:g}" if isinstance(label, float) else str(label), (row[x_key], row["accuracy_mean"]),
+                      fontsize=7, textcoords="offset points", xytext=(4, 4))
+    if reference is not None:
+        # A bar that crosses this line is an arm not distinguishable from the reference.
+        axes.axhline(reference["accuracy_mean"], color="C3", linestyle="--", linewidth=0.8)
+    if rows:
+        axes.set_title(title.format(**rows[0]), fontsize=title_size)
+    if log_x:
+        axes.set_xscale("log")
+        # Ticks at the rows' own values: the default decades would not name the arms' sizes.
+        values = sorted({row[x_key] for row in rows})
+        axes.set_xticks(values, [f"{value:g}" for value in values], fontsize=7, rotation=90)
+        axes.minorticks_off()
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel("test accuracy")
+    axes.grid(alpha=0.3, which="both")
+    figure.tight_layout()
+    save_figure(figure, path)
 
 
 def load_cells(run_dirs: list[Path]) -> list[Cell]:
