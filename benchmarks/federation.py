@@ -35,7 +35,6 @@ import multiprocessing
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -55,7 +54,7 @@ from fedtosc.federation.messages import config_record
 from fedtosc.federation.node import cached_experiment, client_profile
 from fedtosc.federation.node_data import local_data
 from fedtosc.federation.payloads import knowledge_record
-from report_output import emit
+from report_output import command_line, emit
 from timed_run import timed_run
 
 _CPU = torch.device("cpu")
@@ -96,7 +95,7 @@ def main() -> None:
         "summary": summary,
         "runs": rows,
         "goals": _GOALS,
-        "commands": " ".join([Path(sys.executable).name, *sys.argv]),
+        "commands": command_line(),
     }
     emit(report, _table(report), args.json)
 

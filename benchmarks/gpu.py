@@ -49,7 +49,7 @@ from fedtosc.federation.node_data import local_data
 from fedtosc.federation.payloads import knowledge_record
 from fedtosc.knowledge.store import KnowledgeStore
 from fedtosc.precision import tf32
-from report_output import emit
+from report_output import command_line, emit
 
 _CPU = torch.device("cpu")
 _EVAL_SNR_DB = 10.0
@@ -77,7 +77,7 @@ def main() -> None:
         "build": builds,
         "store_agreement": agreement,
         "client_round": rounds,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
     }
     emit(report, _table(report), args.json)
 

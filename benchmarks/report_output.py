@@ -1,11 +1,18 @@
-"""Shared by the benchmark scripts: print the table, and write the JSON with the table beside it."""
+"""Shared by the benchmark scripts: print the table, write the JSON with the table beside it, and
+record the command line that produced them."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-__all__ = ["emit"]
+__all__ = ["command_line", "emit"]
+
+
+def command_line() -> str:
+    """This script's command as run (the interpreter's name, then the arguments), for the report."""
+    return " ".join([Path(sys.executable).name, *sys.argv])
 
 
 def emit(report: dict, table: str, json_path: Path | None) -> None:

@@ -34,7 +34,7 @@ import psutil
 from fedtosc.config import load_config
 from fedtosc.experiment import load_experiment
 from fedtosc.process_memory import PeakMemorySampler
-from report_output import emit
+from report_output import command_line, emit
 from timed_run import timed_run
 
 _ACTOR_MARK = "ClientAppActor"  # in a Ray worker's process title while it hosts Flower's client actor
@@ -79,7 +79,7 @@ def main() -> None:
                   "overrides": _overrides(args, work, args.clients, args.fraction, args.max_train_samples)},
         "runs": runs,
         "checks": checks,
-        "commands": " ".join([Path(sys.executable).name, *sys.argv]),
+        "commands": command_line(),
     }
     emit(report, _table(report), args.json)
     if not all(checks.values()):

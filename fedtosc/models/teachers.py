@@ -30,9 +30,9 @@ from fedtosc.config import TeacherConfig
 from fedtosc.data.datasets import ImageDataset
 from fedtosc.data.prompts import check_templates, prompt_templates
 from fedtosc.data.views import apply_views
-from fedtosc.precision import tf32
 from fedtosc.digests import DIGESTS_KEY, digest_problem, tensor_digests
 from fedtosc.models.outputs import TeacherOutputs
+from fedtosc.precision import tf32
 
 __all__ = [
     "ClipTeacher",
