@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from fedtosc.cache_lock import entry_lock
 from fedtosc.config import ConfigError, ExperimentConfig
 from fedtosc.data import DataPlan, DataSplits, load_dataset, plan_data
 from fedtosc.knowledge.builder import build_knowledge
@@ -130,34 +131,35 @@ def ensure_knowledge(experiment: Experiment, teacher: Teacher, device: torch.dev
         "dataset_fingerprint": experiment.dataset_fingerprint,
         "views": str(knowledge.views),
     }
-    if path.is_file():
+    with entry_lock(path):  # another process making this very store: wait for it, then open it
+        if path.is_file():
+            try:
+                return KnowledgeStore.open(path, expect=expect)
+            except KnowledgeStoreError as error:
+                # A cache entry derives from the teacher and the data alone, so rebuilding it (atomically
+                # replaced below) is the fix and the run goes on; a corrupt or stale file is still news.
+                warnings.warn(f"rebuilding the cached {error}", KnowledgeCacheRebuilt, stacklevel=2)
         try:
-            return KnowledgeStore.open(path, expect=expect)
-        except KnowledgeStoreError as error:
-            # A cache entry derives from the teacher and the data alone, so rebuilding it (atomically
-            # replaced below) is the fix and the run goes on; a corrupt or stale file is still news.
-            warnings.warn(f"rebuilding the cached {error}", KnowledgeCacheRebuilt, stacklevel=2)
-    try:
-        # `ray.address` or RAY_ADDRESS: the teacher pass runs on that cluster (docs/scale-out.md).
-        ray_address = cluster_address(experiment.config.ray.address)
-    except RayAddressError as error:
-        raise ConfigError(str(error)) from error
-    summary = teacher_summary(teacher, experiment, device)
-    return build_knowledge(
-        teacher,
-        experiment.splits.train,
-        experiment.plan.distillation_indices,
-        codec_for(experiment.config),
-        path,
-        dataset_fingerprint=experiment.dataset_fingerprint,
-        transform=TRANSFORM,
-        batch_size=experiment.config.teacher.batch_size,
-        device=device,
-        extra={"teacher": summary},
-        views=knowledge.views,
-        view_seed=knowledge.view_seed,
-        ray_address=ray_address,
-    )
+            # `ray.address` or RAY_ADDRESS: the teacher pass runs on that cluster (docs/scale-out.md).
+            ray_address = cluster_address(experiment.config.ray.address)
+        except RayAddressError as error:
+            raise ConfigError(str(error)) from error
+        summary = teacher_summary(teacher, experiment, device)
+        return build_knowledge(
+            teacher,
+            experiment.splits.train,
+            experiment.plan.distillation_indices,
+            codec_for(experiment.config),
+            path,
+            dataset_fingerprint=experiment.dataset_fingerprint,
+            transform=TRANSFORM,
+            batch_size=experiment.config.teacher.batch_size,
+            device=device,
+            extra={"teacher": summary},
+            views=knowledge.views,
+            view_seed=knowledge.view_seed,
+            ray_address=ray_address,
+        )
 
 
 def _check_codec_fits_teacher(config: ExperimentConfig, teacher: Teacher) -> None:

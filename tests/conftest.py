@@ -73,9 +73,9 @@ DIGITS_TEACHER = ["teacher.width=32", "teacher.epochs=8"]
 def digits_teacher(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """The digits teacher and its knowledge store, trained once per session for every run, test
     and deployment that needs no other teacher: the server's share and the distillation set do not
-    depend on the number of clients, so runs of 2, 3 or 4 clients all find both cached. A test that
-    builds another store which a test on another worker might build at the same time (concurrent
-    builds of one store share its `.partial` folder) adds a `knowledge.cache_dir` of its own."""
+    depend on the number of clients, so runs of 2, 3 or 4 clients all find both cached. Tests on
+    other workers that need another store of this teacher build it here once: the first takes the
+    store's entry lock (fedtosc.cache_lock), the others wait for it and open what it built."""
     return prepared_caches(tmp_path_factory, "digits-teacher", DIGITS_TEACHER, _prepare_in_process)
 
 

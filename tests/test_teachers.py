@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from sklearn.linear_model import LogisticRegression
 
+from fedtosc.cache_lock import lock_path
 from fedtosc.config import TeacherConfig, load_config
 from fedtosc.data.datasets import ImageDataset
 from fedtosc.data.prompts import prompt_templates
@@ -339,7 +340,8 @@ def test_a_damaged_or_stale_server_teacher_cache_entry_is_retrained_with_a_warni
         warnings.simplefilter("error", TeacherCacheRebuilt)  # the rewritten entry passes its checks
         _assert_same_weights(_server_teacher(tmp_path), fresh)
     assert len(trainings) == 2
-    assert list(tmp_path.iterdir()) == [path]  # replaced atomically: no temp file left
+    # Replaced atomically: no temp file left, only the entry and its lock (fedtosc.cache_lock).
+    assert sorted(tmp_path.iterdir()) == sorted([path, lock_path(path)])
 
 
 def test_a_checkpoint_that_is_not_what_it_claims_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:

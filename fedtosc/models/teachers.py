@@ -26,6 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from fedtosc.atomic_write import atomic_path
+from fedtosc.cache_lock import entry_lock
 from fedtosc.config import TeacherConfig
 from fedtosc.data.datasets import ImageDataset
 from fedtosc.data.prompts import check_templates, prompt_templates
@@ -127,20 +128,21 @@ def load_or_train_server_teacher(
     teacher = ServerCNNTeacher(labelled.image_shape[0], len(labelled.class_names), config.width)
     teacher.teacher_id = _teacher_fingerprint(config, labelled, seed)
     cache_path = Path(config.cache_dir).expanduser() / f"{teacher.teacher_id}.safetensors"
-    if cache_path.is_file():
-        problem = _load_cached(teacher, cache_path)
-        if problem is None:
-            return teacher.to(device).eval()
-        # The entry derives from the data and config alone, so retraining it (atomically replaced
-        # below) is the fix and the run goes on; a corrupt or stale file is still news.
-        message = f"retraining the cached server teacher {cache_path}: {problem}"
-        warnings.warn(message, TeacherCacheRebuilt, stacklevel=2)
-    _train_classifier(teacher, labelled, config, seed, device)
-    tensors = {k: v.contiguous().cpu() for k, v in teacher.state_dict().items()}
-    digests = json.dumps(tensor_digests({k: v.numpy() for k, v in tensors.items()}), sort_keys=True)
-    with atomic_path(cache_path) as temp:  # a crash never leaves a half-written cache entry
-        save_file(tensors, str(temp), metadata={DIGESTS_KEY: digests})
-    return teacher.eval()
+    with entry_lock(cache_path):  # another process training this very teacher: wait, then load it
+        if cache_path.is_file():
+            problem = _load_cached(teacher, cache_path)
+            if problem is None:
+                return teacher.to(device).eval()
+            # The entry derives from the data and config alone, so retraining it (atomically replaced
+            # below) is the fix and the run goes on; a corrupt or stale file is still news.
+            message = f"retraining the cached server teacher {cache_path}: {problem}"
+            warnings.warn(message, TeacherCacheRebuilt, stacklevel=2)
+        _train_classifier(teacher, labelled, config, seed, device)
+        tensors = {k: v.contiguous().cpu() for k, v in teacher.state_dict().items()}
+        digests = json.dumps(tensor_digests({k: v.numpy() for k, v in tensors.items()}), sort_keys=True)
+        with atomic_path(cache_path) as temp:  # a crash never leaves a half-written cache entry
+            save_file(tensors, str(temp), metadata={DIGESTS_KEY: digests})
+        return teacher.eval()
 
 
 def _load_cached(teacher: ServerCNNTeacher, path: Path) -> str | None:
