@@ -28,6 +28,7 @@ from fedtosc.federation.placement import total_placement
 from server.broadcast import describe_nodes, plan_broadcast, run_description, send_knowledge, wait_for_nodes
 from fedtosc.run_failure import clear_failure, record_failure
 from server.checkpoint import load_checkpoint, load_strategy_state, save_checkpoint
+from server.prompt_grid import PromptGrid
 from server.round_traffic import RoundTraffic
 from server.screening import RoundFailedError
 from server.strategies import make_strategy, min_successes
@@ -37,6 +38,7 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    grid = PromptGrid(grid)  # a round ends when its last reply comes, not at Flower's next 3 s poll
     run_dir = Path(str(context.run_config["run-dir"]))
     resume = bool(context.run_config.get("resume", False))
     config = load_run_config(run_dir)
