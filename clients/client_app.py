@@ -17,6 +17,7 @@ from flwr.clientapp import ClientApp
 
 from fedtosc.experiment import resolve_device
 from fedtosc.federation.client_round import run_client_round
+from fedtosc.federation import message_pickup
 from fedtosc.federation.messages import REJOINED, RUN, RUN_CONFIG
 from fedtosc.federation.node import NodeView, node_view
 from fedtosc.federation.node_data import local_data, shared_delivery_data
@@ -25,6 +26,11 @@ from fedtosc.federation.payloads import KNOWLEDGE_ARRAYS, KNOWLEDGE_HEADER
 from fedtosc.federation.placement import PLACEMENT, placement_record
 from fedtosc.federation.wire import from_wire, to_wire
 from fedtosc.training import LocalData
+
+# In a simulation, Flower loads this ClientApp in its engine's process before the engine starts
+# picking up messages: the moment to swap in a pick-up whose cost does not grow with nodes x
+# messages (fedtosc/federation/message_pickup.py). Anywhere else this does nothing.
+message_pickup.install()
 
 app = ClientApp()
 

@@ -1,0 +1,109 @@
+"""The simulation engine's message pick-up: the same messages, in the same order, as Flower's own
+loop, on Flower's own in-memory LinkState; without a check of every stored message per node."""
+
+from __future__ import annotations
+
+import sys
+from queue import Queue
+
+import pytest
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.proto.task_pb2 import Task  # pylint: disable=E0611
+from flwr.server.superlink.fleet.vce import vce_api
+from flwr.server.superlink.linkstate import LinkStateFactory
+from flwr.server.superlink.linkstate.in_memory_linkstate import RunRecord
+from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME, NOOP_FEDERATION_ID
+from flwr.supercore.object_store import ObjectStoreFactory
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+from flwr.superlink.federation import NoOpFederationManager
+from flwr.superlink.grid import InMemoryGrid
+
+from fedtosc.federation import message_pickup
+
+_RUN_ID, _TASK_ID = 7, 11
+
+
+@pytest.fixture(autouse=True)
+def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The identity `flwr-simulation` gives its process, which the LinkState reads; put back after."""
+    for name, value in (("_task_id", _TASK_ID), ("_run_id", _RUN_ID), ("_node_id", SUPERLINK_NODE_ID)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+
+
+def _engine(num_nodes: int, destinations: list[int]):  # noqa: ANN202
+    """A LinkState and node mapping as `flwr-simulation` sets them up, with one message pushed to
+    node `destinations[i]` (an index into the nodes) for each i, its content naming i."""
+    factory = LinkStateFactory(FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory())
+    mapping = vce_api._register_nodes(num_nodes, factory)
+    state = factory.state()
+    run = Run.create_empty(run_id=_RUN_ID)
+    run.primary_task_id, run.federation_id = _TASK_ID, NOOP_FEDERATION_ID
+    state.run_ids[_RUN_ID] = RunRecord(run=run)
+    state.task_store[_TASK_ID] = Task(task_id=_TASK_ID, run_id=_RUN_ID)
+    grid = InMemoryGrid(state_factory=factory)
+    grid.set_run(run)
+    nodes = list(mapping)
+    grid.push_messages([Message(RecordDict({"m": ConfigRecord({"i": i})}), dst_node_id=nodes[node], message_type="query")
+                        for i, node in enumerate(destinations)])
+    return state, mapping
+
+
+def _flower_poll(state, queue: Queue, mapping) -> None:  # noqa: ANN001
+    """One pass of the body of Flower 1.42's `add_messages_to_queue`."""
+    for node_id in mapping.keys():
+        for message in state.get_message_ins(node_id=node_id, limit=1):
+            queue.put(message)
+
+
+def _polls(poll, destinations: list[int]) -> list[list[tuple[int, int]]]:  # noqa: ANN001
+    """What each poll puts in the queue (partition, message number), until a poll finds nothing."""
+    state, mapping = _engine(6, destinations)
+    polls = []
+    while True:
+        queue: Queue = Queue()
+        poll(state, queue, mapping)
+        picked = [(mapping[message.metadata.dst_node_id], int(message.content.config_records["m"]["i"]))
+                  for message in queue.queue]
+        if not picked:
+            return polls
+        polls.append(picked)
+
+
+def test_each_poll_picks_up_what_flowers_loop_picks_up_in_the_same_order() -> None:
+    # Node 3 has three messages, node 5 none; the pushes are out of node order.
+    destinations = [3, 1, 3, 0, 4, 3, 2, 1]
+    ours = _polls(message_pickup.pick_up_once, destinations)
+    assert ours == _polls(_flower_poll, destinations)
+    assert ours == [[(0, 3), (1, 1), (2, 6), (3, 0), (4, 4)], [(1, 7), (3, 2)], [(3, 5)]]
+
+
+def test_a_poll_checks_no_stored_message_when_no_node_has_one_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every message delivered and awaiting its reply, as during a round: Flower's poll checks each
+    stored message once per node; this one checks none."""
+    checks = {}
+    for name, poll in (("flower", _flower_poll), ("ours", message_pickup.pick_up_once)):
+        state, mapping = _engine(6, list(range(6)))
+        _flower_poll(state, Queue(), mapping)  # the round's messages go out
+        counted = []
+        check = state._check_stored_messages
+        monkeypatch.setattr(state, "_check_stored_messages", lambda ids, *rest: (counted.append(ids), check(ids, *rest)))
+        poll(state, Queue(), mapping)
+        checks[name] = len(counted)
+    assert checks == {"flower": 6 * 6, "ours": 0}
+
+
+def test_install_replaces_the_engines_loop_only_where_the_engine_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vce_api, "add_messages_to_queue", vce_api.add_messages_to_queue)  # restored afterwards
+    assert message_pickup.install()
+    assert vce_api.add_messages_to_queue is message_pickup.add_messages_to_queue
+
+    monkeypatch.setattr(vce_api, "add_messages_to_queue", "flower's")
+    monkeypatch.setenv(*message_pickup.KEEP_FLOWERS)
+    assert not message_pickup.install()
+    assert vce_api.add_messages_to_queue == "flower's"
+    monkeypatch.delenv(message_pickup.KEEP_FLOWERS[0])
+
+    monkeypatch.delitem(sys.modules, vce_api.__name__)
+    assert not message_pickup.install()
