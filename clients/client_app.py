@@ -24,7 +24,7 @@ from fedtosc.federation.node_data import local_data, shared_delivery_data
 from fedtosc.federation.payload_cache import cached_payload, payload_for_training, save_payload
 from fedtosc.federation.payloads import KNOWLEDGE_ARRAYS, KNOWLEDGE_HEADER
 from fedtosc.federation.placement import PLACEMENT, placement_record
-from fedtosc.federation.wire import from_wire, to_wire
+from fedtosc.federation.wire import received_state, to_wire
 from fedtosc.training import LocalData
 
 # In a simulation, Flower loads this ClientApp in its engine's process before the engine starts
@@ -73,7 +73,7 @@ def train(msg: Message, context: Context) -> Message:
         node.facts.partition_id,
         node.facts.profile,
         _training_data(node, context),
-        from_wire(msg.content.array_records["arrays"], wire_dtype).to_torch_state_dict(),
+        received_state(msg.content.array_records["arrays"], wire_dtype),
         server_round,
         resolve_device(config.device),
     )

@@ -28,6 +28,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
 from fedtosc.config import ExperimentConfig
+from fedtosc.federation.array_bytes import array_values
 from fedtosc.federation.wire import from_wire, to_wire
 
 __all__ = [
@@ -57,7 +58,7 @@ def update_problem(arrays: ArrayRecord, reference: dict[str, tuple[tuple[int, ..
         shape, dtype = reference[name]
         if tuple(array.shape) != shape or array.dtype != dtype:
             return f"{name} is {array.dtype}{list(array.shape)}, the global model has {dtype}{list(shape)}"
-        values = array.numpy()
+        values = array_values(array)
         if values.dtype.kind == "f" and not np.isfinite(values).all():
             return f"{name} holds NaN or inf values"
     return None

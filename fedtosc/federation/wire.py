@@ -16,9 +16,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from flwr.app import Array, ArrayRecord
 
-__all__ = ["from_wire", "to_wire", "wire_nbytes"]
+from fedtosc.federation.array_bytes import array_values
+
+__all__ = ["from_wire", "received_state", "to_wire", "wire_nbytes"]
 
 _MODEL_DTYPE = np.dtype(np.float32)  # what the student holds, and what a receiver restores
 
@@ -31,6 +34,17 @@ def to_wire(arrays: ArrayRecord, wire_dtype: str) -> ArrayRecord:
 def from_wire(arrays: ArrayRecord, wire_dtype: str) -> ArrayRecord:
     """Arrays as received, back in the model's dtypes: `wire_dtype` arrays as float32, the rest unchanged."""
     return _recast(arrays, np.dtype(wire_dtype), _MODEL_DTYPE)
+
+
+def received_state(arrays: ArrayRecord, wire_dtype: str) -> dict[str, torch.Tensor]:
+    """The state dict `arrays` carry, in the model's dtypes: `from_wire(arrays).to_torch_state_dict()`,
+    read without numpy's per-array header parse (fedtosc.federation.array_bytes)."""
+    wire = np.dtype(wire_dtype)
+    state = {}
+    for name, array in arrays.items():
+        values = array_values(array)  # a read-only view of the message: copied, or widened, below
+        state[name] = torch.from_numpy(values.astype(_MODEL_DTYPE) if values.dtype == wire != _MODEL_DTYPE else values.copy())
+    return state
 
 
 def wire_nbytes(arrays: ArrayRecord, wire_dtype: str) -> int:
@@ -48,5 +62,6 @@ def _recast(arrays: ArrayRecord, source: np.dtype, target: np.dtype) -> ArrayRec
     if source == target:  # float32 on the wire: the record itself goes on, untouched
         return arrays
     return ArrayRecord(
-        {name: Array(array.numpy().astype(target)) if np.dtype(array.dtype) == source else array for name, array in arrays.items()}
+        {name: Array(array_values(array).astype(target)) if np.dtype(array.dtype) == source else array
+         for name, array in arrays.items()}
     )
