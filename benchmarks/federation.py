@@ -21,8 +21,10 @@ metrics.jsonl, rounds 2..R: round 1 also carries start-up and the knowledge broa
 every 0.5 s, the RSS (and PSS) of the launcher, its descendants and every process carrying the run's
 FLWR_HOME (SuperLink, SuperExec, Ray daemons and actors) is summed; the max is kept. Every run
 records the 1-minute load average before and after it: quote figures measured idle.
+`--flower-pickup-too` also times every Flower run with Flower 1.42's own message pick-up in its
+simulation engine (fedtosc.federation.message_pickup documents ours), side by side.
 
-    .venv/bin/python benchmarks/federation.py --json benchmarks/results/federation.json
+    .venv/bin/python benchmarks/federation.py --flower-pickup-too --json benchmarks/results/federation.json
     .venv/bin/python benchmarks/federation.py --mode cifar10 --data-root ~/.cache/fedtosc/cifar10 \
         --json benchmarks/results/federation_cifar10.json
 """
@@ -37,7 +39,9 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -50,6 +54,7 @@ from fedtosc.config import ExperimentConfig, config_to_json, load_config
 from fedtosc.evaluation import StudentEvaluator
 from fedtosc.experiment import embedding_width, experiment_student, prepare_experiment
 from fedtosc.federation.client_round import run_client_round
+from fedtosc.federation.message_pickup import KEEP_FLOWERS
 from fedtosc.federation.messages import config_record
 from fedtosc.federation.node import cached_experiment, client_profile
 from fedtosc.federation.node_data import local_data
@@ -75,13 +80,20 @@ def main() -> None:
             config = load_config(overrides)
             flower = _flower_run(overrides, work / f"run-{size}-{repeat}")
             plain = _plain_loop(config, workers=2)
-            rows.append({
+            row = {
                 "clients": size, "repeat": repeat, **flower,
                 "plain_round_s": plain["round_s"], "plain_rounds_s": plain["rounds_s"],
                 "flower_over_plain_loop": flower["round_s"] / plain["round_s"],
                 "overhead_ms_per_message": 1000 * (flower["round_s"] - plain["round_s"]) / size,
                 "run_config_bytes_per_message": config_record_to_proto(config_record(config)).ByteSize(),
-            })
+            }
+            if args.flower_pickup_too:
+                with _environment(*KEEP_FLOWERS):
+                    kept = _flower_run(overrides, work / f"run-{size}-{repeat}-flower-pickup")
+                row |= {"flower_pickup_round_s": kept["round_s"], "flower_pickup_rounds_s": kept["rounds_s"],
+                        "flower_pickup_overhead_ms_per_message": 1000 * (kept["round_s"] - plain["round_s"]) / size,
+                        "flower_pickup_over_ours": kept["round_s"] / flower["round_s"]}
+            rows.append(row)
     summary = [_summary(size, [row for row in rows if row["clients"] == size]) for size in clients]
     report = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared, noisy), CPU",
@@ -114,6 +126,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--images-per-client", type=int, default=500,
                         help="cifar10: the workload is 500; fewer only to check that the script works")
     parser.add_argument("--work-dir", help="run directories and caches (default: a fresh temp dir)")
+    parser.add_argument("--flower-pickup-too", action="store_true",
+                        help="also time each Flower run with Flower's own message pick-up (FEDTOSC_ENGINE_PICKUP=flower), "
+                             "right after ours and against the same plain loop")
     return parser.parse_args()
 
 
@@ -156,6 +171,20 @@ def _flower_run(overrides: list[str], run_dir: Path) -> dict:
     return {**figures,
             "bytes_down_per_round": int(statistics.median(line["bytes_down"] for line in lines[1:])),
             "bytes_up_per_round": int(statistics.median(line["bytes_up"] for line in lines[1:]))}
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """`name`=`value` in this process's environment (the runs it starts inherit it) for the block."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
 
 
 def _plain_loop(config: ExperimentConfig, workers: int) -> dict:
@@ -263,6 +292,23 @@ def _table(report: dict) -> str:
             f"{ratio['min']:.2f} / {ratio['median']:.2f} / {ratio['max']:.2f} | {row['bytes_per_round']:,} | "
             f"{row['run_config_bytes_per_message']:,} | {row['load_average'][0]:.1f}-{row['load_average'][1]:.1f} |"
         )
+    kept = [row for row in report["runs"] if "flower_pickup_round_s" in row]
+    if kept:
+        lines += [
+            "",
+            "The same runs with Flower's own message pick-up (`FEDTOSC_ENGINE_PICKUP=flower`), each right after ours, "
+            "against the same plain loop:",
+            "",
+            "| clients | repeat | round s, ours | round s, Flower's pick-up | Flower's ÷ ours | overhead ms/message, ours | "
+            "overhead ms/message, Flower's pick-up |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {row['clients']} | {row['repeat']} | {row['round_s']:.2f} | {row['flower_pickup_round_s']:.2f} | "
+            f"{row['flower_pickup_over_ours']:.2f} | {row['overhead_ms_per_message']:.1f} | "
+            f"{row['flower_pickup_overhead_ms_per_message']:.1f} |"
+            for row in kept
+        ]
     lines += ["", "Goals: " + "; ".join(f"{key} {goal}" for key, goal in report["goals"].items())]
     return "\n".join(lines)
 
