@@ -60,7 +60,7 @@ class DatasetConfig:
     node_root: str | None = None
     max_train_samples: int | None = None  # cap, for quick runs on big datasets
     max_test_samples: int | None = None
-    cache_dir: str | None = "~/.cache/fedtosc/datasets"  # decoded image-folder arrays; null disables the cache
+    cache_dir: str | None = "~/.cache/fedtosc/datasets"  # decoded image-folder arrays and client partitions; null: neither cached
 
     def __post_init__(self) -> None:
         # Resolved where the config is built: simulated nodes run from Flower's app copy, not this directory.
