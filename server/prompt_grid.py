@@ -3,8 +3,9 @@
 A deployed ServerApp talks to its SuperLink through Flower 1.42's HttpGrid, whose `send_and_receive`
 pulls replies and then sleeps 3 s whenever some are still out: every exchange (describe, knowledge,
 each round) ends up to 3 s after its last reply, 1.5 s on average. `PromptGrid` wraps any Grid and
-polls every `REPLY_POLL_S` instead; everything else goes to the wrapped Grid unchanged. The simulation
-engine's InMemoryGrid already polls every 0.1 s, so there it changes nothing that matters.
+polls every 50 to 200 ms instead (`REPLY_POLL_S`); everything else goes to the wrapped Grid
+unchanged. The simulation engine's InMemoryGrid polls every 0.1 s, so a small simulated round ends
+sooner too.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-# A pull is one small request naming the messages still out: five a second is nothing to a
-# SuperLink, and a reply waits at most this long to be noticed.
-REPLY_POLL_S = 0.2
+# A pull names the messages still out, so it costs more the more are out: the interval is 0.1 ms
+# per outstanding message, between 50 ms (20 small pulls a second are nothing to a SuperLink) and
+# 200 ms (2,000 messages and more).
+REPLY_POLL_S = (0.05, 0.2)
+_POLL_S_PER_OUTSTANDING_MESSAGE = 1e-4
 
 
 class PromptGrid(Grid):
-    """`grid`, with replies collected every `poll_s` seconds instead of Flower's 3."""
+    """`grid`, with replies collected every `poll_s` = (shortest, longest) seconds, instead of Flower's 3."""
 
-    def __init__(self, grid: Grid, poll_s: float = REPLY_POLL_S) -> None:
+    def __init__(self, grid: Grid, poll_s: tuple[float, float] = REPLY_POLL_S) -> None:
         self._grid = grid
         self._poll_s = poll_s
 
@@ -64,5 +67,6 @@ class PromptGrid(Grid):
             waiting.difference_update(reply.metadata.reply_to_message_id for reply in arrived)
             if not waiting or (deadline is not None and time.monotonic() >= deadline):
                 break
-            time.sleep(self._poll_s)
+            shortest, longest = self._poll_s
+            time.sleep(min(longest, max(shortest, len(waiting) * _POLL_S_PER_OUTSTANDING_MESSAGE)))
         return replies

@@ -89,9 +89,10 @@ def test_a_poll_checks_no_stored_message_when_no_node_has_one_waiting(monkeypatc
         counted = []
         check = state._check_stored_messages
         monkeypatch.setattr(state, "_check_stored_messages", lambda ids, *rest: (counted.append(ids), check(ids, *rest)))
-        poll(state, Queue(), mapping)
+        looked_at = poll(state, Queue(), mapping)
         checks[name] = len(counted)
     assert checks == {"flower": 6 * 6, "ours": 0}
+    assert looked_at == 6  # ours ran last: one pass over the six stored messages sets its next wait
 
 
 def test_install_replaces_the_engines_loop_only_where_the_engine_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -55,19 +55,26 @@ def _messages(*ids: str) -> list[SimpleNamespace]:
 
 def test_replies_are_collected_every_poll_and_the_wait_ends_with_the_last_one(clock: list[float]) -> None:
     inner = ScriptedGrid({"a": 1, "b": 3, "c": 4})
-    replies = PromptGrid(inner, poll_s=0.2).send_and_receive(_messages("a", "b", "c"), timeout=60)
+    replies = PromptGrid(inner).send_and_receive(_messages("a", "b", "c"), timeout=60)
 
     assert sorted(reply.metadata.reply_to_message_id for reply in replies) == ["a", "b", "c"]
     assert inner.pulls == 4  # no pull after the last reply came
-    assert clock == [0.2, 0.2, 0.2]  # Flower's HttpGrid would have slept 3 s each time
+    assert clock == [0.05, 0.05, 0.05]  # Flower's HttpGrid would have slept 3 s each time
 
 
 def test_the_timeout_ends_the_wait_with_the_replies_that_came(clock: list[float]) -> None:
     inner = ScriptedGrid({"a": 2, "lost": None})
-    replies = PromptGrid(inner, poll_s=0.5).send_and_receive(_messages("a", "lost"), timeout=2.0)
+    replies = PromptGrid(inner, poll_s=(0.5, 0.5)).send_and_receive(_messages("a", "lost"), timeout=2.0)
 
     assert [reply.metadata.reply_to_message_id for reply in replies] == ["a"]
     assert sum(clock) == pytest.approx(2.0)  # polled until the deadline, not past it
+
+
+def test_the_more_replies_are_out_the_longer_between_pulls(clock: list[float]) -> None:
+    """A pull names every message still out: 0.1 ms per message between pulls, up to 0.2 s."""
+    inner = ScriptedGrid({f"m{i}": 2 if i < 1500 else 3 for i in range(3000)})
+    PromptGrid(inner).send_and_receive(_messages(*(f"m{i}" for i in range(3000))), timeout=60)
+    assert clock == [pytest.approx(0.2), pytest.approx(1500 * 1e-4)]  # 3,000 out, then 1,500
 
 
 def test_everything_but_the_wait_is_the_wrapped_grid(clock: list[float]) -> None:

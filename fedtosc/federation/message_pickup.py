@@ -31,7 +31,11 @@ __all__ = ["install", "pick_up_once"]
 
 _ENGINE_MODULE = "flwr.server.superlink.fleet.vce.vce_api"
 KEEP_FLOWERS = ("FEDTOSC_ENGINE_PICKUP", "flower")  # this variable, set to this, leaves Flower's loop in place
-_POLL_S = 0.1  # Flower's own interval
+# Flower polls every 0.1 s whatever it costs. One pass of ours looks at every stored message
+# (0.24 ms for 1,000 here), so the interval grows with them: 40 passes a second at 1,000 stored
+# messages stay near 1% of a core, and a small federation's round starts within 10 ms, not 100.
+_POLL_S_PER_STORED_MESSAGE = 2.5e-5
+_MIN_POLL_S, _MAX_POLL_S = 0.01, 0.1
 
 
 def install() -> bool:
@@ -51,28 +55,33 @@ def install() -> bool:
 
 
 def add_messages_to_queue(state, queue: Queue, nodes_mapping: Mapping[int, int], f_stop: threading.Event) -> None:  # noqa: ANN001
-    """Drop-in for Flower's loop of the same name: every 0.1 s, each waiting node's next message."""
+    """Drop-in for Flower's loop of the same name: each waiting node's next message, every 10 to
+    100 ms (longer the more messages a pass looks at)."""
     while not f_stop.is_set():
-        pick_up_once(state, queue, nodes_mapping)
-        f_stop.wait(_POLL_S)
+        stored = pick_up_once(state, queue, nodes_mapping)
+        f_stop.wait(min(_MAX_POLL_S, max(_MIN_POLL_S, stored * _POLL_S_PER_STORED_MESSAGE)))
 
 
-def pick_up_once(state, queue: Queue, nodes_mapping: Mapping[int, int]) -> None:  # noqa: ANN001
-    """One poll: for each node in the engine's order that has an undelivered message, its next one."""
-    waiting = _nodes_with_undelivered_messages(state)
-    if waiting is None:  # not the in-memory state this was written against: ask every node, as Flower does
-        waiting = set(nodes_mapping)
+def pick_up_once(state, queue: Queue, nodes_mapping: Mapping[int, int]) -> int:  # noqa: ANN001
+    """One poll: for each node in the engine's order that has an undelivered message, its next one.
+    Returns how many stored messages the pass looked at."""
+    stored = _stored_messages(state)
+    if stored is None:  # not the in-memory state this was written against: ask every node, as Flower does
+        waiting, looked_at = set(nodes_mapping), len(nodes_mapping)
+    else:
+        waiting = {message.metadata.dst_node_id for message in stored if message.metadata.delivered_at == ""}
+        looked_at = len(stored)
     for node_id in nodes_mapping:
         if node_id in waiting:
             for message in state.get_message_ins(node_id=node_id, limit=1):
                 queue.put(message)
+    return looked_at
 
 
-def _nodes_with_undelivered_messages(state) -> set[int] | None:  # noqa: ANN001
+def _stored_messages(state) -> list[Message] | None:  # noqa: ANN001
     store = getattr(state, "message_ins_store", None)
     lock = getattr(state, "lock", None)
     if store is None or lock is None:
         return None
     with lock:
-        messages: list[Message] = list(store.values())
-    return {message.metadata.dst_node_id for message in messages if message.metadata.delivered_at == ""}
+        return list(store.values())
