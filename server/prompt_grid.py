@@ -13,10 +13,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from flwr.app import Message, RecordDict
-from flwr.proto.node_pb2 import NodeInfo  # pylint: disable=E0611
+from flwr.app import Message
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
 
 # A pull names the messages still out, so it costs more the more are out: the interval is 0.1 ms
 # per outstanding message, between 50 ms (20 small pulls a second are nothing to a SuperLink) and
@@ -25,35 +23,16 @@ REPLY_POLL_S = (0.05, 0.2)
 _POLL_S_PER_OUTSTANDING_MESSAGE = 1e-4
 
 
-class PromptGrid(Grid):
-    """`grid`, with replies collected every `poll_s` = (shortest, longest) seconds, instead of Flower's 3."""
+class PromptGrid:
+    """`grid`, with replies collected every `poll_s` = (shortest, longest) seconds, instead of Flower's 3;
+    everything else is the wrapped grid's (as `server.screening._OrderedGrid` wraps one)."""
 
     def __init__(self, grid: Grid, poll_s: tuple[float, float] = REPLY_POLL_S) -> None:
         self._grid = grid
         self._poll_s = poll_s
 
-    def set_run(self, run: Run) -> None:
-        self._grid.set_run(run)
-
-    @property
-    def run(self) -> Run:
-        return self._grid.run
-
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
-                       ttl: float | None = None) -> Message:
-        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self._grid.get_node_ids()
-
-    def get_nodes(self) -> Iterable[NodeInfo]:
-        return self._grid.get_nodes()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self._grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self._grid.pull_messages(message_ids)
+    def __getattr__(self, name: str):  # noqa: ANN204 - whatever the grid has
+        return getattr(self._grid, name)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Push `messages`; return the replies that came within `timeout` seconds (None: wait for all),
