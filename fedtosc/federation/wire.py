@@ -39,12 +39,8 @@ def from_wire(arrays: ArrayRecord, wire_dtype: str) -> ArrayRecord:
 def received_state(arrays: ArrayRecord, wire_dtype: str) -> dict[str, torch.Tensor]:
     """The state dict `arrays` carry, in the model's dtypes: `from_wire(arrays).to_torch_state_dict()`,
     read without numpy's per-array header parse (fedtosc.federation.array_bytes)."""
-    wire = np.dtype(wire_dtype)
-    state = {}
-    for name, array in arrays.items():
-        values = array_values(array)  # a read-only view of the message: copied, or widened, below
-        state[name] = torch.from_numpy(values.astype(_MODEL_DTYPE) if values.dtype == wire != _MODEL_DTYPE else values.copy())
-    return state
+    # array_values is a read-only view of the message's bytes: the student gets a copy to train.
+    return {name: torch.from_numpy(array_values(array).copy()) for name, array in from_wire(arrays, wire_dtype).items()}
 
 
 def wire_nbytes(arrays: ArrayRecord, wire_dtype: str) -> int:
