@@ -13,9 +13,8 @@ import shutil
 import tomllib
 from pathlib import Path
 
-__all__ = ["APP_SOURCE", "app_files", "stage_app_source"]
+__all__ = ["app_files", "stage_app_source"]
 
-APP_SOURCE = "app-source"  # the staged folder's name, inside a run's .flwr folder
 _ALWAYS = ("pyproject.toml", ".gitignore")
 
 
@@ -29,8 +28,10 @@ def app_files(project_root: Path) -> list[str]:
     return sorted(found)
 
 
-def stage_app_source(project_root: Path, into: Path) -> Path:
-    """Copy `app_files(project_root)` into `into` (emptied first); returns `into`, for `flwr run`."""
+def stage_app_source(project_root: Path, run_dir: Path) -> Path:
+    """Copy `app_files(project_root)` into `<run_dir>/.flwr/app-source` (emptied first); returns that
+    folder, for `flwr run`."""
+    into = run_dir / ".flwr" / "app-source"
     shutil.rmtree(into, ignore_errors=True)
     for name in app_files(project_root):
         target = into / name

@@ -17,7 +17,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedtosc.app_source import APP_SOURCE, stage_app_source
+from fedtosc.app_source import stage_app_source
 from fedtosc.launch import offline_flower_env, run_config_arg, stop_run_processes, venv_executable
 
 __all__ = [
@@ -325,7 +325,7 @@ def flwr_run(project_root: Path, flwr_home: Path, superlink_name: str, run_dir: 
     `resume`: the ServerApp continues from the run directory's last checkpoint. Stopping
     `flwr run` does not stop the run on the SuperLink: `flwr stop <run-id>` does.
     """
-    source = stage_app_source(project_root, run_dir / ".flwr" / APP_SOURCE)  # what the bundle carries, no more
+    source = stage_app_source(project_root, run_dir)  # what the bundle carries, no more
     command = [venv_executable("flwr"), "run", str(source), superlink_name, "--stream",
                "--run-config", run_config_arg(run_dir, resume)]
     # A stale results file from an earlier session in this directory must not pass for this one's.

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from fedtosc.app_source import APP_SOURCE, stage_app_source
+from fedtosc.app_source import stage_app_source
 from fedtosc.config import ConfigError, ExperimentConfig
 from fedtosc.ray_cluster import LOCAL, ClientResources, RayAddressError, client_resources, cluster_address, cluster_nodes, local_nodes
 from fedtosc.run_failure import describe_ended_run
@@ -210,7 +210,7 @@ def run_simulation(config: ExperimentConfig, run_dir: Path, project_root: Path, 
     try:
         wait_healthy(f"127.0.0.1:{port}", _STARTUP_TIMEOUT_S, process=superlink, hint=f"see {log_path}")
         federation_config = f"num-supernodes={config.federation.num_clients} {resources.federation_config()}"
-        source = stage_app_source(project_root, flwr_home / APP_SOURCE)  # what the bundle carries, no more
+        source = stage_app_source(project_root, run_dir)  # what the bundle carries, no more
         command = [
             venv_executable("flwr"), "run", str(source), FEDERATION_NAME, "--stream",
             "--run-config", run_config_arg(run_dir, resume),

@@ -22,7 +22,7 @@ def _bundle(folder: Path) -> dict[str, bytes]:
 
 
 def test_the_staged_folder_bundles_to_the_projects_own_app_bundle(tmp_path: Path) -> None:
-    staged = stage_app_source(PROJECT_ROOT, tmp_path / "app-source")
+    staged = stage_app_source(PROJECT_ROOT, tmp_path)
 
     assert _bundle(staged) == _bundle(PROJECT_ROOT)  # every file, byte for byte, and its content list
     assert "clients/client_app.py" in app_files(PROJECT_ROOT)
@@ -30,9 +30,9 @@ def test_the_staged_folder_bundles_to_the_projects_own_app_bundle(tmp_path: Path
 
 
 def test_staging_again_drops_what_the_project_no_longer_has(tmp_path: Path) -> None:
-    staged = stage_app_source(PROJECT_ROOT, tmp_path / "app-source")
+    staged = stage_app_source(PROJECT_ROOT, tmp_path)
     (staged / "fedtosc" / "stale_module.py").write_text("raise ImportError\n")
 
-    stage_app_source(PROJECT_ROOT, staged)
+    assert stage_app_source(PROJECT_ROOT, tmp_path) == staged
 
     assert not (staged / "fedtosc" / "stale_module.py").exists()
