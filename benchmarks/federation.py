@@ -39,9 +39,7 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -88,8 +86,7 @@ def main() -> None:
                 "run_config_bytes_per_message": config_record_to_proto(config_record(config)).ByteSize(),
             }
             if args.flower_pickup_too:
-                with _environment(*KEEP_FLOWERS):
-                    kept = _flower_run(overrides, work / f"run-{size}-{repeat}-flower-pickup")
+                kept = _flower_run(overrides, work / f"run-{size}-{repeat}-flower-pickup", extra_env=dict([KEEP_FLOWERS]))
                 row |= {"flower_pickup_round_s": kept["round_s"], "flower_pickup_rounds_s": kept["rounds_s"],
                         "flower_pickup_overhead_ms_per_message": 1000 * (kept["round_s"] - plain["round_s"]) / size,
                         "flower_pickup_over_ours": kept["round_s"] / flower["round_s"]}
@@ -165,26 +162,12 @@ def _overrides(args: argparse.Namespace, work: Path, clients: int) -> list[str]:
     ]
 
 
-def _flower_run(overrides: list[str], run_dir: Path) -> dict:
+def _flower_run(overrides: list[str], run_dir: Path, extra_env: dict[str, str] | None = None) -> dict:
     """`fedtosc run` timed, with the bytes its rounds 2..R moved (round 1's include the knowledge broadcast)."""
-    figures, lines, _ = timed_run(overrides, run_dir)
+    figures, lines, _ = timed_run(overrides, run_dir, extra_env=extra_env)
     return {**figures,
             "bytes_down_per_round": int(statistics.median(line["bytes_down"] for line in lines[1:])),
             "bytes_up_per_round": int(statistics.median(line["bytes_up"] for line in lines[1:]))}
-
-
-@contextmanager
-def _environment(name: str, value: str) -> Iterator[None]:
-    """`name`=`value` in this process's environment (the runs it starts inherit it) for the block."""
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = before
 
 
 def _plain_loop(config: ExperimentConfig, workers: int) -> dict:

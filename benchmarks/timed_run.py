@@ -18,14 +18,16 @@ _SAMPLE_INTERVAL_S = 0.5
 
 
 def timed_run(
-    overrides: list[str], run_dir: Path, sampler_type: type[PeakMemorySampler] = PeakMemorySampler
+    overrides: list[str], run_dir: Path, sampler_type: type[PeakMemorySampler] = PeakMemorySampler,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[dict, list[dict], PeakMemorySampler]:
     """(figures, the run's metrics.jsonl lines, its memory sampler) of `fedtosc run <overrides>`.
 
     Round time is the median of the `elapsed_s` differences, rounds 2..R (round 1 also carries
     start-up and the knowledge broadcast). Peak memory sums the RSS and PSS of the launcher, its
     descendants and every process carrying the run's FLWR_HOME (`sampler_type` may note more of
-    them). The 1-minute load average is noted before and after.
+    them). The 1-minute load average is noted before and after. `extra_env`: set for the run, on
+    top of this process's environment.
     """
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
@@ -33,7 +35,7 @@ def timed_run(
     flwr_home = str(run_dir / ".flwr")
     started = time.perf_counter()
     with (run_dir.parent / f"{run_dir.name}.log").open("w") as log:
-        launcher = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        launcher = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(extra_env or {})})
         with sampler_type(launcher.pid, flwr_home, _SAMPLE_INTERVAL_S) as memory:
             code = launcher.wait()
     if code != 0 or not (run_dir / "results.json").is_file():
