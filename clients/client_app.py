@@ -12,7 +12,7 @@ train     -> train the global student on local data through the node's channel, 
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedtosc.experiment import resolve_device
@@ -24,7 +24,7 @@ from fedtosc.federation.node_data import local_data, shared_delivery_data
 from fedtosc.federation.payload_cache import cached_payload, payload_for_training, save_payload
 from fedtosc.federation.payloads import KNOWLEDGE_ARRAYS, KNOWLEDGE_HEADER
 from fedtosc.federation.placement import PLACEMENT, placement_record
-from fedtosc.federation.wire import received_state, to_wire
+from fedtosc.federation.wire import received_state, state_to_wire
 from fedtosc.training import LocalData
 
 # In a simulation, Flower loads this ClientApp in its engine's process before the engine starts
@@ -79,7 +79,7 @@ def train(msg: Message, context: Context) -> Message:
     )
     metrics[REJOINED] = int(rejoined)  # in every reply: Flower aggregates only replies with the same metric keys
     # Where this round ran (Ray node, host): the server tallies it into results.json's placement.
-    arrays = to_wire(ArrayRecord(state), wire_dtype)
+    arrays = state_to_wire(state, wire_dtype)
     content = RecordDict({"arrays": arrays, "metrics": MetricRecord(metrics), PLACEMENT: placement_record()})
     return Message(content=content, reply_to=msg)
 

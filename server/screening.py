@@ -29,7 +29,7 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
 from fedtosc.config import ExperimentConfig
 from fedtosc.federation.array_bytes import array_values
-from fedtosc.federation.wire import from_wire, to_wire
+from fedtosc.federation.wire import WireFormatError, from_wire, to_wire
 
 __all__ = [
     "NodeRecords", "RoundFailedError", "ScreenedFedAdam", "ScreenedFedAvg", "ScreenedFedProx", "ScreeningFn", "update_problem",
@@ -106,6 +106,17 @@ class _Screening:
         self._sampled = messages
         return messages
 
+    def _received(self, reply: Message) -> tuple[ArrayRecord | None, str | None]:
+        """A reply's update as float32 named arrays (whatever the wire carried), and why it cannot be aggregated."""
+        record = reply.content.array_records.get(self.arrayrecord_key)
+        if record is None:
+            return None, f"the reply has no {self.arrayrecord_key!r} record"
+        try:
+            arrays = from_wire(record, self.wire_dtype)
+        except WireFormatError as error:
+            return None, str(error)
+        return arrays, update_problem(arrays, self._reference)
+
     def _construct_messages(self, record: RecordDict, node_ids: list[int], message_type: str) -> Iterable[Message]:
         """Flower's messages share one RecordDict; with `node_records` each node gets its own, the
         round's records plus its own (a restarted node rejoins from them: messages.RUN). The model
@@ -146,9 +157,7 @@ class _Screening:
             if reply.has_error():
                 arrays, problem = None, f"client failed: {reply.error.reason.strip().splitlines()[-1][:300]}"
             else:
-                # Screened and aggregated as float32, whatever the wire carried.
-                arrays = from_wire(reply.content.array_records[self.arrayrecord_key], self.wire_dtype)
-                problem = update_problem(arrays, self._reference)
+                arrays, problem = self._received(reply)
             if problem is None:
                 usable.append((reply, arrays))
             else:

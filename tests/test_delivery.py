@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from PIL import Image
 
 from clients.client_app import describe, receive_knowledge, train
@@ -27,6 +27,7 @@ from fedtosc.federation.payloads import (
     KNOWLEDGE_ARRAYS, TRANSFER_DIGESTS, TRANSFER_IMAGES, TRANSFER_SAMPLES, payload_bytes, payload_fingerprint,
     shared_payload,
 )
+from fedtosc.federation.wire import state_to_wire
 from fedtosc.knowledge.builder import build_knowledge
 from fedtosc.models.teachers import ServerCNNTeacher
 from server.broadcast import plan_broadcast, run_description
@@ -175,7 +176,7 @@ def test_a_node_restarted_mid_run_rejoins_from_its_train_message_and_its_cache(t
     strategy = make_strategy(experiment.config, traffic.note_round, {node: {"partition-id": slot} for slot, node in enumerate((5, 7, 9))},
                              node_records=description.get)
 
-    messages = list(strategy.configure_train(1, _arrays(student), ConfigRecord(), _NodeGrid([5, 7, 9])))
+    messages = list(strategy.configure_train(1, ArrayRecord(student.state_dict()), ConfigRecord(), _NodeGrid([5, 7, 9])))
     # each node its own description
     assert {m.metadata.dst_node_id: m.content.config_records[RUN][RUN_SLOT] for m in messages} == {5: 0, 7: 1, 9: 2}
     restarted = _fresh_context(node_config)  # no describe since the restart
@@ -285,9 +286,9 @@ def test_digest_delivery_gives_knowledge_to_the_samples_whose_bytes_match(tmp_pa
 
 
 def _arrays(student: torch.nn.Module):  # noqa: ANN202
-    from flwr.app import ArrayRecord
+    """The global model as the server sends it (float32, the default wire dtype)."""
 
-    return ArrayRecord(student.state_dict())
+    return state_to_wire(student.state_dict(), "float32")
 
 
 class _DescribingGrid:

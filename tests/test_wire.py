@@ -1,15 +1,16 @@
-"""`federation.wire_dtype`: the student's arrays in Flower messages, float32 as they are or float16 both ways."""
+"""The student's arrays in Flower messages: one bundle, float32 as they are or float16 (`federation.wire_dtype`) both ways."""
 
 import json
 
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from safetensors.numpy import load as load_safetensors
 
 from fedtosc.cli import main
 from fedtosc.config import ConfigError, load_config
 from fedtosc.federation.payloads import payload_bytes
-from fedtosc.federation.wire import from_wire, to_wire, wire_nbytes
+from fedtosc.federation.wire import BUNDLE, WireFormatError, from_wire, received_state, state_to_wire, to_wire, wire_nbytes
 from fedtosc.results import read_results
 from server.checkpoint import load_checkpoint
 from server.screening import update_problem
@@ -27,16 +28,23 @@ def _model(seed: int = 0) -> ArrayRecord:
     })
 
 
+def _carried(sent: ArrayRecord) -> dict[str, np.ndarray]:
+    """The arrays a bundle holds, as they travel (before `from_wire` widens them)."""
+    assert list(sent.keys()) == [BUNDLE]
+    return load_safetensors(sent[BUNDLE].numpy().tobytes())
+
+
 def test_float16_halves_the_float_arrays_and_comes_back_float32_within_fp16_rounding_ints_exact():
     model = _model()
-    sent = to_wire(model, "float16")
-    assert {name: array.dtype for name, array in sent.items()} == {
+    carried = _carried(to_wire(model, "float16"))
+    assert {name: str(values.dtype) for name, values in carried.items()} == {
         "conv.weight": "float16", "bn.running_var": "float16", "bn.num_batches_tracked": "int64", "mask": "bool"}
     floats = 8 * 3 * 3 * 3 + 8
-    assert wire_nbytes(model, "float32") == 4 * floats + 8 + 3
-    assert wire_nbytes(model, "float16") == 2 * floats + 8 + 3
+    assert sum(values.nbytes for values in carried.values()) == 2 * floats + 8 + 3
+    assert sum(values.nbytes for values in _carried(to_wire(model, "float32")).values()) == 4 * floats + 8 + 3
 
-    received = from_wire(sent, "float16")
+    received = from_wire(to_wire(model, "float16"), "float16")
+    assert list(received.keys()) == list(model.keys())  # in the sender's order
     for name, original in model.items():
         before, after = original.numpy(), received[name].numpy()
         assert after.dtype == before.dtype and after.shape == before.shape
@@ -50,17 +58,53 @@ def test_float16_halves_the_float_arrays_and_comes_back_float32_within_fp16_roun
             np.testing.assert_array_equal(after, before)
 
 
-def test_float32_on_the_wire_is_the_record_itself_bit_for_bit():
+def test_float32_on_the_wire_carries_every_value_bit_for_bit_in_the_senders_order():
     model = _model()
-    assert to_wire(model, "float32") is model
-    assert from_wire(model, "float32") is model
-    assert wire_nbytes(model, "float32") == sum(array.numpy().nbytes for array in model.values())
+    received = from_wire(to_wire(model, "float32"), "float32")
+    assert list(received.keys()) == list(model.keys())
+    for name, original in model.items():
+        assert received[name].dtype == original.dtype and received[name].shape == original.shape
+        assert received[name].numpy().tobytes() == original.numpy().tobytes()
+
+
+def test_a_torch_state_goes_as_the_same_bundle_and_comes_back_as_the_same_tensors():
+    model = _model()
+    state = model.to_torch_state_dict()
+    for wire_dtype in ("float32", "float16"):
+        assert state_to_wire(state, wire_dtype)[BUNDLE].data == to_wire(model, wire_dtype)[BUNDLE].data
+    back = received_state(state_to_wire(state, "float32"), "float32")
+    assert list(back) == list(state)
+    assert all(back[name].dtype == state[name].dtype and bool((back[name] == state[name]).all()) for name in state)
+    back["conv.weight"] += 1  # the receiver trains on what it got: its own, writable tensors
+
+
+@pytest.mark.usefixtures("_server_process_identity")
+def test_a_model_message_is_a_handful_of_flower_objects_however_many_arrays_it_has():
+    """Flower 1.42 moves each object of a message in a request of its own, at every hop."""
+    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+
+    many = ArrayRecord({f"layer{i}.weight": Array(np.full((4, 4), i, np.float32)) for i in range(40)})
+    objects = {
+        how: len(get_all_nested_objects(Message(RecordDict({"arrays": record}), dst_node_id=2, message_type="train")))
+        for how, record in (("named", many), ("bundle", to_wire(many, "float32")))
+    }
+    assert objects["named"] > 40
+    assert objects["bundle"] <= 6
 
 
 @pytest.mark.parametrize("wire_dtype", ["float32", "float16"])
 def test_wire_nbytes_is_the_byte_count_of_what_to_wire_sends(wire_dtype):
     model = _model()
-    assert wire_nbytes(model, wire_dtype) == sum(array.numpy().nbytes for array in to_wire(model, wire_dtype).values())
+    assert wire_nbytes(model, wire_dtype) == payload_bytes(RecordDict({"arrays": to_wire(model, wire_dtype)}))
+
+
+def test_a_foreign_or_damaged_bundle_is_a_named_error():
+    with pytest.raises(WireFormatError, match="another fedtosc version"):
+        from_wire(_model(), "float32")  # named arrays, as a sender without bundles sends them
+    blob = to_wire(_model(), "float32")[BUNDLE].numpy().tobytes()
+    for damaged in (blob[:-5], blob[:20], b"\xff" * 8 + blob[8:]):
+        with pytest.raises(WireFormatError, match="damaged"):
+            received_state(ArrayRecord({BUNDLE: Array(np.frombuffer(damaged, np.uint8))}), "float32")
 
 
 def test_a_value_beyond_float16s_range_arrives_as_inf_and_screening_rejects_the_update():
@@ -99,7 +143,7 @@ def test_the_strategy_sends_float16_and_screens_and_aggregates_the_replies_in_fl
     strategy = make_strategy(config, lambda _round, accepted, _rejected: screened.extend(accepted))
     global_model = _model()
     messages = list(strategy.configure_train(1, global_model, ConfigRecord(), _Grid()))
-    assert [message.content.array_records["arrays"]["conv.weight"].dtype for message in messages] == ["float16"] * 2
+    assert [_carried(message.content.array_records["arrays"])["conv.weight"].dtype for message in messages] == [np.float16] * 2
 
     updates = [_model(seed) for seed in (1, 2)]
     replies = [
@@ -110,7 +154,7 @@ def test_the_strategy_sends_float16_and_screens_and_aggregates_the_replies_in_fl
     aggregated, _ = strategy.aggregate_train(1, replies)
 
     # The replies the round's traffic counts are the ones the wire carried.
-    assert [record.array_records["arrays"]["conv.weight"].dtype for record in screened] == ["float16"] * 2
+    assert [_carried(record.array_records["arrays"])["conv.weight"].dtype for record in screened] == [np.float16] * 2
     # The average is taken over the float16 values, widened to float32 first.
     rounded = [from_wire(to_wire(update, "float16"), "float16") for update in updates]
     for name in ("conv.weight", "bn.running_var"):
@@ -120,6 +164,24 @@ def test_the_strategy_sends_float16_and_screens_and_aggregates_the_replies_in_fl
         np.testing.assert_array_equal(aggregated[name].numpy(), expected)
     counter = aggregated["bn.num_batches_tracked"]
     assert (counter.dtype, counter.numpy()) == ("int64", 123_456_789_012)  # the step counter, exactly
+
+
+@pytest.mark.usefixtures("_server_process_identity")
+def test_an_update_that_is_not_an_intact_bundle_is_rejected_by_name_and_the_round_goes_on():
+    config = load_config(["federation.num_clients=2", "channel.clients='awgn:10'"])
+    rejections = []
+    strategy = make_strategy(config, lambda _round, _accepted, rejected: rejections.extend(rejected))
+    messages = list(strategy.configure_train(1, _model(), ConfigRecord(), _Grid()))
+    replies = [
+        Message(RecordDict({"arrays": to_wire(_model(1), "float32"), "metrics": MetricRecord({"num-examples": 1})}),
+                reply_to=messages[0]),
+        Message(RecordDict({"arrays": _model(2), "metrics": MetricRecord({"num-examples": 1})}), reply_to=messages[1]),
+    ]
+    aggregated, _ = strategy.aggregate_train(1, replies)
+
+    np.testing.assert_array_equal(aggregated["conv.weight"].numpy(), _model(1)["conv.weight"].numpy())
+    assert [rejected["node-id"] for rejected in rejections] == [2]
+    assert "another fedtosc version" in rejections[0]["problem"]
 
 
 @pytest.mark.slow
@@ -141,5 +203,5 @@ def test_a_float16_federation_sends_half_the_bytes_each_way_and_keeps_a_float32_
     assert clients == 2 and second["rejected"] == []
     assert second["bytes_down"] / clients == wire_nbytes(float32, "float16")
     assert 0.49 < wire_nbytes(float32, "float16") / wire_nbytes(float32, "float32") < 0.51
-    # Up: the arrays as Flower serializes them, a header each beside the halved values.
-    assert 0.49 < second["bytes_up"] / clients / payload_bytes(RecordDict({"arrays": float32})) < 0.51
+    # Up: each update is a bundle of the same arrays, so of the same size.
+    assert second["bytes_up"] / clients == wire_nbytes(float32, "float16")

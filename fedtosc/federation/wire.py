@@ -1,63 +1,102 @@
-"""The student's arrays in Flower messages, both ways, in the dtype `federation.wire_dtype` names.
+"""The student's arrays in Flower messages, both ways: one bundle, in the dtype `federation.wire_dtype` names.
 
 Every round the global model goes down to each sampled node and each update comes back: the whole
-float32 student each way. With `float16` the sender narrows every float32 array (`to_wire`) and the
-receiver widens it back to float32 (`from_wire`) before anything uses it: the ClientApp before it
-trains, the server (server/screening.py) before it screens and aggregates. So the model, the
-weighted average, FedAdam's moments and the checkpoints stay float32; only the values in transit
-are rounded to float16 (11 significant bits, or within 3e-8 below 6.1e-5; a value beyond float16's
-±65,504 arrives as inf, which screening rejects). Integer and bool buffers (BatchNorm's
-num_batches_tracked) travel as they are. `float32`, the default, hands the record itself on: the
-messages of before, bit for bit.
+student each way. `to_wire` packs its arrays into one safetensors file carried as a single Flower
+Array (`BUNDLE`), and `from_wire` unpacks it. Flower 1.42 moves a message as a tree of objects, one
+request per object at every hop (ServerApp, SuperLink, SuperNode, ClientApp, and back): as 36 named
+arrays the digits student was 60 objects a message, as one bundle it is 6. Safetensors is a
+plain header of names, dtypes and shapes before the raw values, so unpacking runs no code from the
+sender, and a damaged or foreign bundle is a `WireFormatError` naming what is wrong.
+
+With `float16` the sender narrows every float32 array before packing and the receiver widens it
+back to float32 (`from_wire`) before anything uses it: the ClientApp before it trains, the server
+(server/screening.py) before it screens and aggregates. So the model, the weighted average,
+FedAdam's moments and the checkpoints stay float32; only the values in transit are rounded to
+float16 (11 significant bits, or within 3e-8 below 6.1e-5; a value beyond float16's ±65,504
+arrives as inf, which screening rejects). Integer and bool buffers (BatchNorm's
+num_batches_tracked) travel as they are. `float32`, the default, carries every value bit for bit.
 """
 
 from __future__ import annotations
 
-import math
+import json
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
+from safetensors import SafetensorError
+from safetensors.numpy import load as load_safetensors
+from safetensors.numpy import save as save_safetensors
 
 from fedtosc.federation.array_bytes import array_values
 
-__all__ = ["from_wire", "received_state", "to_wire", "wire_nbytes"]
+__all__ = ["BUNDLE", "WireFormatError", "from_wire", "received_state", "state_to_wire", "to_wire", "wire_nbytes"]
 
+BUNDLE = "bundle"  # the one array of a model on the wire
+_ORDER = "fedtosc.order"  # the bundle's metadata entry listing its arrays in the sender's order
 _MODEL_DTYPE = np.dtype(np.float32)  # what the student holds, and what a receiver restores
 
 
+class WireFormatError(ValueError):
+    """A model record that is not one intact fedtosc bundle."""
+
+
 def to_wire(arrays: ArrayRecord, wire_dtype: str) -> ArrayRecord:
-    """`arrays` as they are sent: float32 arrays in `wire_dtype`, every other array unchanged."""
-    return _recast(arrays, _MODEL_DTYPE, np.dtype(wire_dtype))
+    """`arrays` as they are sent: one bundle, its float32 arrays in `wire_dtype`, every other array as it is."""
+    return _pack({name: array_values(array) for name, array in arrays.items()}, wire_dtype)
+
+
+def state_to_wire(state: Mapping[str, torch.Tensor], wire_dtype: str) -> ArrayRecord:
+    """A torch state dict as `to_wire` sends it, without building a Flower Array per tensor first."""
+    return _pack({name: tensor.detach().cpu().numpy() for name, tensor in state.items()}, wire_dtype)
 
 
 def from_wire(arrays: ArrayRecord, wire_dtype: str) -> ArrayRecord:
-    """Arrays as received, back in the model's dtypes: `wire_dtype` arrays as float32, the rest unchanged."""
-    return _recast(arrays, np.dtype(wire_dtype), _MODEL_DTYPE)
+    """The named arrays a bundle carries, in the model's dtypes: `wire_dtype` arrays as float32, the rest unchanged."""
+    return ArrayRecord({name: Array(values) for name, values in _unpack(arrays, wire_dtype).items()})
 
 
 def received_state(arrays: ArrayRecord, wire_dtype: str) -> dict[str, torch.Tensor]:
-    """The state dict `arrays` carry, in the model's dtypes: `from_wire(arrays).to_torch_state_dict()`,
-    read without numpy's per-array header parse (fedtosc.federation.array_bytes)."""
-    # array_values is a read-only view of the message's bytes: the student gets a copy to train.
-    return {name: torch.from_numpy(array_values(array).copy()) for name, array in from_wire(arrays, wire_dtype).items()}
+    """The state dict a bundle carries, in the model's dtypes: `from_wire(arrays).to_torch_state_dict()`
+    without the Flower Array per tensor in between."""
+    return {name: torch.from_numpy(values) for name, values in _unpack(arrays, wire_dtype).items()}
 
 
 def wire_nbytes(arrays: ArrayRecord, wire_dtype: str) -> int:
-    """Bytes of the values `arrays` travel as (Flower's header per array aside), counted from the
-    shapes: the float32 arrays at `wire_dtype`'s itemsize, the rest at their own, as `to_wire` sends
-    them, without the float16 copy of the model that converting to count would build."""
+    """Bytes of the bundle `arrays` travel as: the values at their wire dtype, plus the bundle's
+    header of names, dtypes and shapes (Flower's own framing aside)."""
+    return len(to_wire(arrays, wire_dtype)[BUNDLE].data)
+
+
+def _pack(values: Mapping[str, np.ndarray], wire_dtype: str) -> ArrayRecord:
     wire = np.dtype(wire_dtype)
-    return sum(
-        math.prod(array.shape) * (wire if np.dtype(array.dtype) == _MODEL_DTYPE else np.dtype(array.dtype)).itemsize
-        for array in arrays.values()
-    )
+    sent = {name: np.asarray(value.astype(wire) if value.dtype == _MODEL_DTYPE else value, order="C")
+            for name, value in values.items()}
+    # Safetensors stores its arrays sorted; the metadata keeps the sender's order for the receiver.
+    blob = save_safetensors(sent, metadata={_ORDER: json.dumps(list(sent))})
+    return ArrayRecord({BUNDLE: Array(np.frombuffer(blob, dtype=np.uint8))})
 
 
-def _recast(arrays: ArrayRecord, source: np.dtype, target: np.dtype) -> ArrayRecord:
-    if source == target:  # float32 on the wire: the record itself goes on, untouched
-        return arrays
-    return ArrayRecord(
-        {name: Array(array_values(array).astype(target)) if np.dtype(array.dtype) == source else array
-         for name, array in arrays.items()}
-    )
+def _unpack(arrays: ArrayRecord, wire_dtype: str) -> dict[str, np.ndarray]:
+    if list(arrays.keys()) != [BUNDLE]:
+        raise WireFormatError(
+            f"the model arrived as arrays {sorted(arrays.keys())[:5]}, not as one {BUNDLE!r}: the sender runs "
+            "another fedtosc version (run the same version on the server and every node)"
+        )
+    blob = array_values(arrays[BUNDLE]).tobytes()
+    try:
+        values = load_safetensors(blob)
+        order = json.loads(_header(blob)["__metadata__"][_ORDER])
+    except (SafetensorError, ValueError, KeyError, TypeError) as error:
+        raise WireFormatError(f"the model bundle is damaged ({error!r}): the message was corrupted in transit") from error
+    if sorted(order) != sorted(values):
+        raise WireFormatError("the model bundle is damaged: its list of arrays does not match the arrays it holds")
+    wire = np.dtype(wire_dtype)
+    return {name: values[name].astype(_MODEL_DTYPE) if values[name].dtype == wire else values[name] for name in order}
+
+
+def _header(blob: bytes) -> dict:
+    """A safetensors file's JSON header: an 8-byte little-endian length, then the JSON itself."""
+    length = int.from_bytes(blob[:8], "little")
+    return json.loads(blob[8:8 + length])
