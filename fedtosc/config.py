@@ -215,6 +215,10 @@ class RayConfig:
     # RAY_ADDRESS environment variable names a cluster; `auto` or `<host>:<port>` (the GCS address):
     # join that existing cluster, which the run leaves running (docs/scale-out.md).
     address: str | None = None
+    # CPUs the run's own Ray starts with (null: every core of this machine). The clients that train
+    # at once are num_cpus / federation.client_cpus: 1 trains one at a time in one Ray actor. A joined
+    # cluster's CPUs are set when its nodes start (`ray start --num-cpus`), so there it is refused.
+    num_cpus: int | None = None
 
 
 @dataclass
@@ -365,6 +369,20 @@ def _check_ray(config: ExperimentConfig) -> None:
             check_address(config.ray.address)
         except RayAddressError as error:
             raise ConfigError(f"ray.address: {error}") from error
+    num_cpus = config.ray.num_cpus
+    if num_cpus is not None:
+        if num_cpus < 1:
+            raise ConfigError(f"ray.num_cpus={num_cpus} must be at least 1 (null: every core of this machine)")
+        if config.ray.address is not None:
+            raise ConfigError(
+                f"ray.num_cpus={num_cpus} sets the CPUs of the run's own Ray, but ray.address joins a cluster whose "
+                "CPUs were set when its nodes started (`ray start --num-cpus`): unset one of them"
+            )
+        if config.federation.client_cpus > num_cpus:
+            raise ConfigError(
+                f"federation.client_cpus={config.federation.client_cpus} is more than ray.num_cpus={num_cpus}: "
+                "no client could ever be placed; lower client_cpus or raise num_cpus"
+            )
 
 
 def _methods() -> tuple[str, ...]:

@@ -170,9 +170,15 @@ def simulation_resources(config: ExperimentConfig) -> tuple[str | None, ClientRe
     try:
         address = cluster_address(config.ray.address)
         # A joined cluster is asked what it has; a Ray of our own would have this machine's CPUs and GPUs.
-        nodes = cluster_nodes(address) if address is not None else local_nodes()
+        if address is not None and config.ray.num_cpus is not None:
+            raise RayAddressError(
+                f"ray.num_cpus={config.ray.num_cpus} sets the CPUs of the run's own Ray, but RAY_ADDRESS={address} joins a "
+                "cluster whose CPUs were set when its nodes started: unset one of them"
+            )
+        nodes = cluster_nodes(address) if address is not None else local_nodes(config.ray.num_cpus)
         resources = client_resources(
-            config.federation.client_cpus, config.federation.client_gpus, config.device, nodes, own_ray=address is None
+            config.federation.client_cpus, config.federation.client_gpus, config.device, nodes, own_ray=address is None,
+            own_cpus=config.ray.num_cpus,
         )
     except RayAddressError as error:
         raise ConfigError(str(error)) from error

@@ -126,16 +126,19 @@ def cluster_nodes(address: str) -> list[NodeResources]:
         ]
 
 
-def local_nodes() -> list[NodeResources]:
-    """This machine as the one node a Ray of our own would have (Ray counts the same CPUs and GPUs)."""
+def local_nodes(num_cpus: int | None = None) -> list[NodeResources]:
+    """This machine as the one node a Ray of our own would have: `num_cpus` CPUs (None: what Ray
+    counts, this process's cores) and the GPUs Ray would count."""
     import torch
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return [NodeResources(float(cpus), float(torch.cuda.device_count()))]
+    if num_cpus is None:
+        num_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return [NodeResources(float(num_cpus), float(torch.cuda.device_count()))]
 
 
 def client_resources(
-    client_cpus: float, client_gpus: float | None, device: str, nodes: list[NodeResources], own_ray: bool
+    client_cpus: float, client_gpus: float | None, device: str, nodes: list[NodeResources], own_ray: bool,
+    own_cpus: int | None = None,
 ) -> ClientResources:
     """Per-client resources for Flower's Ray backend.
 
@@ -144,12 +147,13 @@ def client_resources(
     the same number of clients per core. A joined cluster's CPU count is fixed when its nodes
     start, so there a fraction is refused with the fix. `client_gpus` None: each client gets an
     equal share of a GPU node's GPUs, enough for every CPU slot there, when any node has a GPU
-    and `device` is not cpu.
+    and `device` is not cpu. `own_cpus`: the CPUs a Ray of our own starts with (`ray.num_cpus`; None:
+    what Ray counts), which `nodes` already reflect.
     """
     fraction = Fraction(client_cpus).limit_denominator(_MAX_CPU_DENOMINATOR)
     if abs(float(fraction) - client_cpus) > 1e-9:
         raise RayAddressError(f"federation.client_cpus={client_cpus} is not a simple fraction (1/2, 1/4, 3/2, ...)")
-    ray_num_cpus = None
+    ray_num_cpus = own_cpus
     if fraction.denominator > 1:
         if not own_ray:
             raise RayAddressError(

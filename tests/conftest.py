@@ -67,6 +67,11 @@ def _prepare_in_process(overrides: list[str]) -> None:
 # The session's one teacher: width 32 and 8 epochs reach about 0.95 test accuracy on digits (the
 # default, width 64 and 30 epochs, costs some 25 times the CPU; 2 epochs of it stay at chance).
 DIGITS_TEACHER = ["teacher.width=32", "teacher.epochs=8"]
+# A simulation of a few digits clients trains them one at a time in one Ray actor: each actor
+# imports torch, Flower and Sionna (some 6 CPU-seconds), and a second one buys nothing at this
+# size on a suite that keeps both cores busy. Tests that need clients trained side by side (replies
+# arriving in any order) set ray.num_cpus=null.
+ONE_ACTOR = ["ray.num_cpus=1"]
 
 
 @pytest.fixture(scope="session")
@@ -75,8 +80,9 @@ def digits_teacher(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     and deployment that needs no other teacher: the server's share and the distillation set do not
     depend on the number of clients, so runs of 2, 3 or 4 clients all find both cached. Tests on
     other workers that need another store of this teacher build it here once: the first takes the
-    store's entry lock (fedtosc.cache_lock), the others wait for it and open what it built."""
-    return prepared_caches(tmp_path_factory, "digits-teacher", DIGITS_TEACHER, _prepare_in_process)
+    store's entry lock (fedtosc.cache_lock), the others wait for it and open what it built.
+    Simulated runs with these overrides use one Ray actor (ONE_ACTOR)."""
+    return [*prepared_caches(tmp_path_factory, "digits-teacher", DIGITS_TEACHER, _prepare_in_process), *ONE_ACTOR]
 
 
 # The eight longest tests (`make test --durations`), in the order they start. pytest-xdist gives each of

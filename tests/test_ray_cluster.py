@@ -28,8 +28,8 @@ from flwr.app import ConfigRecord, RecordDict
 
 from fedtosc.config import ConfigError, load_config
 from fedtosc.federation.placement import PLACEMENT, round_placement, total_placement
-from fedtosc.launch import free_port, processes_with_env
-from fedtosc.ray_cluster import NodeResources, RayAddressError, client_resources, cluster_address
+from fedtosc.launch import free_port, processes_with_env, simulation_resources
+from fedtosc.ray_cluster import NodeResources, RayAddressError, client_resources, cluster_address, local_nodes
 
 _MARK = "FEDTOSC_TEST_RAY_CLUSTER"
 
@@ -79,6 +79,32 @@ def test_a_cpu_fraction_on_a_ray_of_our_own_scales_its_cpu_count() -> None:
     whole = client_resources(1, None, "auto", _TWO_CPUS, own_ray=True)
     assert (whole.cpus, whole.ray_num_cpus) == (1, None)
     assert "init-args" not in whole.federation_config()
+
+
+def test_ray_num_cpus_starts_our_own_ray_with_that_many_cpus_and_sets_how_many_clients_train_at_once() -> None:
+    one = client_resources(1, None, "auto", local_nodes(1), own_ray=True, own_cpus=1)
+    assert (one.cpus, one.ray_num_cpus) == (1, 1)  # one client at a time, in one actor
+    assert "init-args-num-cpus=1" in one.federation_config()
+    quarter = client_resources(0.25, None, "auto", local_nodes(1), own_ray=True, own_cpus=1)
+    assert (quarter.cpus, quarter.ray_num_cpus) == (1, 4)  # four at once on the one CPU
+    assert local_nodes(3)[0].cpus == 3
+    assert load_config(["ray.num_cpus=1"]).ray.num_cpus == 1
+
+
+@pytest.mark.parametrize(("overrides", "named"), [
+    (["ray.num_cpus=0"], "ray.num_cpus=0 must be at least 1"),
+    (["ray.num_cpus=2", "ray.address=127.0.0.1:6379"], "unset one of them"),
+    (["ray.num_cpus=1", "federation.client_cpus=2"], "more than ray.num_cpus=1"),
+])
+def test_a_ray_num_cpus_that_cannot_work_is_refused_naming_the_keys(overrides: list[str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_config(overrides)
+
+
+def test_ray_num_cpus_with_a_ray_address_in_the_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    with pytest.raises(ConfigError, match="RAY_ADDRESS=127.0.0.1:6379"):
+        simulation_resources(load_config(["ray.num_cpus=1"]))
 
 
 def test_a_cpu_fraction_on_a_joined_cluster_is_refused_with_the_fix() -> None:
