@@ -18,8 +18,9 @@ and each size is repeated, because the machine's cores are shared.
   server keeps no images: `dataset.server_fraction=0`; 1,000 test images for the per-round evaluation).
 Round time is the median of the differences of `elapsed_s` between consecutive rounds in
 metrics.jsonl, rounds 2..R: round 1 also carries start-up and the knowledge broadcast. Peak memory:
-every 0.5 s, the RSS (and PSS) of the launcher, its descendants and every process carrying the run's
-FLWR_HOME (SuperLink, SuperExec, Ray daemons and actors) is summed; the max is kept. Every run
+every 0.5 s, the RSS of the launcher, its descendants and every process carrying the run's
+FLWR_HOME (SuperLink, SuperExec, Ray daemons and actors) is summed; the max is kept (RSS only: PSS
+costs CPU the timed run would lose, see `_flower_run`). Every run
 records the 1-minute load average before and after it: quote figures measured idle.
 `--flower-pickup-too` also times every Flower run with Flower 1.42's own message pick-up in its
 simulation engine (fedtosc.federation.message_pickup documents ours), side by side.
@@ -164,7 +165,9 @@ def _overrides(args: argparse.Namespace, work: Path, clients: int) -> list[str]:
 
 def _flower_run(overrides: list[str], run_dir: Path, extra_env: dict[str, str] | None = None) -> dict:
     """`fedtosc run` timed, with the bytes its rounds 2..R moved (round 1's include the knowledge broadcast)."""
-    figures, lines, _ = timed_run(overrides, run_dir, extra_env=extra_env)
+    # RSS alone: sampling PSS took a third of a core from the Flower run, which the plain loop it is
+    # compared with never paid (CIFAR-10 at 100 clients read 1.14 with it).
+    figures, lines, _ = timed_run(overrides, run_dir, extra_env=extra_env, pss=False)
     return {**figures,
             "bytes_down_per_round": int(statistics.median(line["bytes_down"] for line in lines[1:])),
             "bytes_up_per_round": int(statistics.median(line["bytes_up"] for line in lines[1:]))}

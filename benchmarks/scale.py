@@ -124,8 +124,8 @@ def _overrides(args: argparse.Namespace, work: Path, clients: int, fraction: flo
 class _ActorSampler(PeakMemorySampler):
     """Also the peak RSS of any one of the run's Ray client actors, and how many there were at most at once."""
 
-    def __init__(self, root_pid: int, flwr_home: str, interval_s: float = 0.5) -> None:
-        super().__init__(root_pid, flwr_home, interval_s)
+    def __init__(self, root_pid: int, flwr_home: str, interval_s: float = 0.5, pss: bool = True) -> None:
+        super().__init__(root_pid, flwr_home, interval_s, pss)
         self.peak_actor_rss_bytes = self.peak_actors = 0
 
     def sample(self, pids: set[int]) -> None:
