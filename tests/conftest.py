@@ -93,7 +93,7 @@ _LONGEST_TESTS = (
     "test_same_seed_same_weights_and_a_resumed_run_equals_an_uninterrupted_one_bit_for_bit",
     "test_deploy_run_resumes_from_its_checkpoint_after_the_superlink_restarts",
     "test_run_finishes_with_the_others_when_a_supernode_dies_and_another_hangs",
-    "test_three_supernodes_over_tls_run_two_rounds_and_leave_no_process",
+    "test_two_supernodes_over_tls_run_two_rounds_and_leave_no_process",
     "test_crashing_and_poisoned_clients_are_rejected_and_the_round_completes",
     "test_hundred_clients_one_round_finish_and_memory_does_not_grow_with_clients",
     "test_the_loopback_walkthrough_runs_and_a_box_restarted_mid_run_reuses_its_cached_transfer_set",
