@@ -4,8 +4,9 @@ A deployed ServerApp talks to its SuperLink through Flower 1.42's HttpGrid, whos
 pulls replies and then sleeps 3 s whenever some are still out: every exchange (describe, knowledge,
 each round) ends up to 3 s after its last reply, 1.5 s on average. `PromptGrid` wraps any Grid and
 polls every 50 to 200 ms instead (`REPLY_POLL_S`); everything else goes to the wrapped Grid
-unchanged. The simulation engine's InMemoryGrid polls every 0.1 s, so a small simulated round ends
-sooner too.
+unchanged. The simulation engine's InMemoryGrid polls every 0.1 s; in a simulation the wait here
+also ends as soon as a reply is stored (fedtosc.federation.store_signal), so a round ends when its
+last reply comes, not up to a poll later.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Iterable
 
 from flwr.app import Message
 from flwr.serverapp import Grid
+
+from fedtosc.federation.store_signal import store_signal
 
 # A pull names the messages still out, so it costs more the more are out: the interval is 0.1 ms
 # per outstanding message, between 50 ms (20 small pulls a second are nothing to a SuperLink) and
@@ -37,15 +40,24 @@ class PromptGrid:
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Push `messages`; return the replies that came within `timeout` seconds (None: wait for all),
         as Flower's own `send_and_receive` does."""
+        # A simulation's in-memory state announces each reply it stores: a pull then follows at once.
+        replied = store_signal(getattr(self._grid, "state", None), "store_message_res")
         waiting = set(self._grid.push_messages(messages))
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while waiting:
+            seen = replied.stores() if replied is not None else 0
             arrived = list(self._grid.pull_messages(waiting))
             replies.extend(arrived)
             waiting.difference_update(reply.metadata.reply_to_message_id for reply in arrived)
             if not waiting or (deadline is not None and time.monotonic() >= deadline):
                 break
             shortest, longest = self._poll_s
-            time.sleep(min(longest, max(shortest, len(waiting) * _POLL_S_PER_OUTSTANDING_MESSAGE)))
+            interval = min(longest, max(shortest, len(waiting) * _POLL_S_PER_OUTSTANDING_MESSAGE))
+            if deadline is not None:
+                interval = min(interval, max(0.0, deadline - time.monotonic()))
+            if replied is not None:
+                replied.wait(seen, interval)
+            else:
+                time.sleep(interval)
         return replies

@@ -1,10 +1,13 @@
 """The simulation engine's message pick-up: the same messages, in the same order, as Flower's own
-loop, on Flower's own in-memory LinkState; without a check of every stored message per node."""
+loop, on Flower's own in-memory LinkState; without a check of every stored message per node. And the
+store signal: the pick-up and the ServerApp's wait for replies wake when a message is stored."""
 
 from __future__ import annotations
 
 import sys
+import threading
 from queue import Queue
+from uuid import uuid4
 
 import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
@@ -21,6 +24,9 @@ from flwr.superlink.federation import NoOpFederationManager
 from flwr.superlink.grid import InMemoryGrid
 
 from fedtosc.federation import message_pickup
+from fedtosc.federation.store_signal import store_signal
+import server.prompt_grid as prompt_grid
+from server.prompt_grid import PromptGrid
 
 _RUN_ID, _TASK_ID = 7, 11
 
@@ -45,9 +51,12 @@ def _engine(num_nodes: int, destinations: list[int]):  # noqa: ANN202
     grid = InMemoryGrid(state_factory=factory)
     grid.set_run(run)
     nodes = list(mapping)
-    grid.push_messages([Message(RecordDict({"m": ConfigRecord({"i": i})}), dst_node_id=nodes[node], message_type="query")
-                        for i, node in enumerate(destinations)])
-    return state, mapping
+    grid.push_messages([_message(i, nodes[node]) for i, node in enumerate(destinations)])
+    return state, mapping, grid
+
+
+def _message(number: int, node_id: int) -> Message:
+    return Message(RecordDict({"m": ConfigRecord({"i": number})}), dst_node_id=node_id, message_type="query")
 
 
 def _flower_poll(state, queue: Queue, mapping) -> None:  # noqa: ANN001
@@ -59,7 +68,7 @@ def _flower_poll(state, queue: Queue, mapping) -> None:  # noqa: ANN001
 
 def _polls(poll, destinations: list[int]) -> list[list[tuple[int, int]]]:  # noqa: ANN001
     """What each poll puts in the queue (partition, message number), until a poll finds nothing."""
-    state, mapping = _engine(6, destinations)
+    state, mapping, _ = _engine(6, destinations)
     polls = []
     while True:
         queue: Queue = Queue()
@@ -84,7 +93,7 @@ def test_a_poll_checks_no_stored_message_when_no_node_has_one_waiting(monkeypatc
     stored message once per node; this one checks none."""
     checks = {}
     for name, poll in (("flower", _flower_poll), ("ours", message_pickup.pick_up_once)):
-        state, mapping = _engine(6, list(range(6)))
+        state, mapping, _ = _engine(6, list(range(6)))
         _flower_poll(state, Queue(), mapping)  # the round's messages go out
         counted = []
         check = state._check_stored_messages
@@ -108,3 +117,69 @@ def test_install_replaces_the_engines_loop_only_where_the_engine_is_loaded(monke
 
     monkeypatch.delitem(sys.modules, vce_api.__name__)
     assert not message_pickup.install()
+
+
+def _after_first(calls: threading.Event, function):  # noqa: ANN001, ANN202
+    """`function`, setting `calls` once it has returned the first time."""
+    def called(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        result = function(*args, **kwargs)
+        calls.set()
+        return result
+    return called
+
+
+def test_a_message_the_server_stores_wakes_the_pickup_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With 60 s between polls, only the store signal can hand a message on within the 30 s waited."""
+    monkeypatch.setattr(message_pickup, "_MIN_POLL_S", 60.0)
+    monkeypatch.setattr(message_pickup, "_MAX_POLL_S", 60.0)
+    state, mapping, grid = _engine(2, [])
+    first_pass = threading.Event()
+    monkeypatch.setattr(message_pickup, "pick_up_once", _after_first(first_pass, message_pickup.pick_up_once))
+    queue, stop = Queue(), threading.Event()
+    loop = threading.Thread(target=message_pickup.add_messages_to_queue, args=(state, queue, mapping, stop))
+    loop.start()
+    try:
+        assert first_pass.wait(30)  # the loop found nothing and waits
+        grid.push_messages([_message(5, list(mapping)[1])])
+        assert queue.get(timeout=30).content.config_records["m"]["i"] == 5
+    finally:
+        stop.set()
+        grid.push_messages([_message(6, list(mapping)[0])])  # a store wakes it to see the stop
+        loop.join(30)
+    assert not loop.is_alive()
+
+
+def test_a_stored_reply_ends_the_servers_wait_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ServerApp's PromptGrid, polling 60 s apart on the simulation's own state, gets a reply
+    stored after its first pull without sleeping its interval out: the store woke it."""
+    def sleep(seconds: float) -> None:
+        raise AssertionError(f"slept {seconds} s instead of waiting for the next store")
+
+    monkeypatch.setattr(prompt_grid.time, "sleep", sleep)
+    state, mapping, grid = _engine(2, [])
+    first_pull = threading.Event()
+    grid.pull_messages = _after_first(first_pull, grid.pull_messages)
+    node = list(mapping)[0]
+
+    def engine() -> None:  # delivers the message and stores the node's reply, once the server has looked
+        first_pull.wait(30)
+        reply = Message(RecordDict(), reply_to=state.get_message_ins(node_id=node, limit=1)[0])
+        reply.metadata.__dict__["_message_id"] = str(uuid4())  # as the engine's worker names a reply
+        state.store_message_res(reply)
+
+    answering = threading.Thread(target=engine)
+    answering.start()
+    replies = list(PromptGrid(grid, poll_s=(60.0, 60.0)).send_and_receive([_message(1, node)], timeout=30))
+    answering.join(30)
+    assert [reply.metadata.src_node_id for reply in replies] == [node]
+
+
+def test_only_flowers_in_memory_state_is_signalled_and_each_method_once() -> None:
+    state, _, grid = _engine(2, [])
+    sent = store_signal(state, "store_message_ins")
+    assert store_signal(state, "store_message_ins") is sent
+    grid.push_messages([_message(0, sorted(grid.get_node_ids())[0])])
+    assert sent.stores() == 1  # wrapped once: one store, one announcement
+    assert store_signal(object(), "store_message_ins") is None
+    with pytest.raises(ValueError, match="signalled store methods"):
+        store_signal(state, "store_node")

@@ -11,7 +11,8 @@ from the clients (benchmarks/federation.py measures what it costs).
 message, and asks only those, in the engine's own node order and through the LinkState's own
 `get_message_ins` (which still checks expiry and marks delivery). What reaches the engine's queue,
 and in which order, is what Flower's loop puts there; only the asks that would find nothing are
-skipped. It changes Flower only where it finds the 1.42 engine and its in-memory state, and not
+skipped; a message the ServerApp stores wakes it at once. It changes Flower only where it finds
+the 1.42 engine and its in-memory state, and not
 at all with FEDTOSC_ENGINE_PICKUP=flower in the environment (how benchmarks/federation.py measures
 both side by side).
 """
@@ -26,6 +27,8 @@ from queue import Queue
 
 import flwr
 from flwr.app import Message
+
+from fedtosc.federation.store_signal import store_signal
 
 __all__ = ["install", "pick_up_once"]
 
@@ -55,11 +58,17 @@ def install() -> bool:
 
 
 def add_messages_to_queue(state, queue: Queue, nodes_mapping: Mapping[int, int], f_stop: threading.Event) -> None:  # noqa: ANN001
-    """Drop-in for Flower's loop of the same name: each waiting node's next message, every 10 to
-    100 ms (longer the more messages a pass looks at)."""
+    """Drop-in for Flower's loop of the same name: each waiting node's next message, as soon as the
+    ServerApp stores one (fedtosc.federation.store_signal), else every 10 to 100 ms (longer the more
+    messages a pass looks at)."""
+    sent = store_signal(state, "store_message_ins")
     while not f_stop.is_set():
-        stored = pick_up_once(state, queue, nodes_mapping)
-        f_stop.wait(min(_MAX_POLL_S, max(_MIN_POLL_S, stored * _POLL_S_PER_STORED_MESSAGE)))
+        seen = sent.stores() if sent is not None else 0
+        interval = min(_MAX_POLL_S, max(_MIN_POLL_S, pick_up_once(state, queue, nodes_mapping) * _POLL_S_PER_STORED_MESSAGE))
+        if sent is not None:
+            sent.wait(seen, interval)
+        else:
+            f_stop.wait(interval)
 
 
 def pick_up_once(state, queue: Queue, nodes_mapping: Mapping[int, int]) -> int:  # noqa: ANN001
