@@ -53,11 +53,12 @@ class PromptGrid:
             if not waiting or (deadline is not None and time.monotonic() >= deadline):
                 break
             shortest, longest = self._poll_s
-            interval = min(longest, max(shortest, len(waiting) * _POLL_S_PER_OUTSTANDING_MESSAGE))
+            spacing = len(waiting) * _POLL_S_PER_OUTSTANDING_MESSAGE  # what a pull costs, so pulls stay apart
+            interval = min(longest, max(shortest, spacing))
             if deadline is not None:
                 interval = min(interval, max(0.0, deadline - time.monotonic()))
             if replied is not None:
-                replied.wait(seen, interval)
+                replied.wait(seen, interval, spacing_s=spacing)
             else:
                 time.sleep(interval)
         return replies

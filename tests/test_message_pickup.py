@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
+from types import SimpleNamespace
 from queue import Queue
 from uuid import uuid4
 
@@ -24,7 +26,7 @@ from flwr.superlink.federation import NoOpFederationManager
 from flwr.superlink.grid import InMemoryGrid
 
 from fedtosc.federation import message_pickup
-from fedtosc.federation.store_signal import store_signal
+from fedtosc.federation.store_signal import StoreSignal, store_signal
 import server.prompt_grid as prompt_grid
 from server.prompt_grid import PromptGrid
 
@@ -155,7 +157,7 @@ def test_a_stored_reply_ends_the_servers_wait_at_once(monkeypatch: pytest.Monkey
     def sleep(seconds: float) -> None:
         raise AssertionError(f"slept {seconds} s instead of waiting for the next store")
 
-    monkeypatch.setattr(prompt_grid.time, "sleep", sleep)
+    monkeypatch.setattr(prompt_grid, "time", SimpleNamespace(monotonic=time.monotonic, sleep=sleep))
     state, mapping, grid = _engine(2, [])
     first_pull = threading.Event()
     grid.pull_messages = _after_first(first_pull, grid.pull_messages)
@@ -183,3 +185,13 @@ def test_only_flowers_in_memory_state_is_signalled_and_each_method_once() -> Non
     assert store_signal(object(), "store_message_ins") is None
     with pytest.raises(ValueError, match="signalled store methods"):
         store_signal(state, "store_node")
+
+
+def test_a_waiter_woken_by_a_store_still_keeps_its_spacing() -> None:
+    """A burst of stores (a round's replies) wakes a poller at most once per spacing."""
+    signal = StoreSignal()
+    seen = signal.stores()
+    signal.stored()  # already moved: no waiting for a store
+    started = time.monotonic()
+    signal.wait(seen, timeout_s=60, spacing_s=0.2)
+    assert time.monotonic() - started >= 0.2

@@ -9,8 +9,9 @@ one pick-up interval late and ended up to one reply interval late, with the acto
 `store_signal(state, method)` makes `state` announce every call of one of its store methods
 ("store_message_ins": the ServerApp sent a message; "store_message_res": a reply came). A poller
 notes `stores()` before it looks, and after finding nothing waits until the count moves or its
-interval passes, whichever is first: a store it did not see wakes it at once, and the interval
-still bounds the wait for what no store announces (Flower synthesizes the error reply of a node
+interval passes, whichever is first: a store it did not see wakes it at once (but no sooner than a
+spacing that grows with what a look costs, so a thousand replies in a burst are not a thousand
+looks), and the interval still bounds the wait for what no store announces (Flower synthesizes the error reply of a node
 that went offline when replies are pulled). Only Flower 1.42's InMemoryLinkState is signalled; for
 anything else (a deployed ServerApp's grid has no state here) there is no signal and pollers sleep
 as before.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,10 +45,16 @@ class StoreSignal:
         with self._moved:
             return self._stores
 
-    def wait(self, seen: int, timeout_s: float) -> None:
-        """Return once a store follows the count `seen`, or after `timeout_s` seconds."""
+    def wait(self, seen: int, timeout_s: float, spacing_s: float = 0.0) -> None:
+        """Return once a store follows the count `seen`, but not before `spacing_s` seconds, or
+        after `timeout_s` seconds. `spacing_s`, what one look costs times the cores' share it may
+        take, keeps a burst of stores (a round's thousand replies) from becoming a look per store."""
+        started = time.monotonic()
         with self._moved:
             self._moved.wait_for(lambda: self._stores != seen, timeout_s)
+        early = min(spacing_s, timeout_s) - (time.monotonic() - started)
+        if early > 0:
+            time.sleep(early)
 
     def stored(self) -> None:
         """Announce a store: wakes every waiter."""
