@@ -92,6 +92,15 @@ def test_a_model_message_is_a_handful_of_flower_objects_however_many_arrays_it_h
     assert objects["bundle"] <= 6
 
 
+def test_the_unpacked_arrays_are_the_bytes_flower_itself_would_make():
+    model = _model()
+    received = from_wire(to_wire(model, "float32"), "float32")
+    for name, original in model.items():
+        rebuilt = Array(original.numpy())  # np.save's bytes
+        assert (received[name].dtype, received[name].shape, received[name].stype) == (rebuilt.dtype, rebuilt.shape, rebuilt.stype)
+        assert received[name].data == rebuilt.data
+
+
 @pytest.mark.parametrize("wire_dtype", ["float32", "float16"])
 def test_wire_nbytes_is_the_byte_count_of_what_to_wire_sends(wire_dtype):
     model = _model()

@@ -19,12 +19,15 @@ num_batches_tracked) travel as they are. `float32`, the default, carries every v
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
+from flwr.common.constant import SType
 from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
@@ -54,7 +57,7 @@ def state_to_wire(state: Mapping[str, torch.Tensor], wire_dtype: str) -> ArrayRe
 
 def from_wire(arrays: ArrayRecord, wire_dtype: str) -> ArrayRecord:
     """The named arrays a bundle carries, in the model's dtypes: `wire_dtype` arrays as float32, the rest unchanged."""
-    return ArrayRecord({name: Array(values) for name, values in _unpack(arrays, wire_dtype).items()})
+    return ArrayRecord({name: _npy_array(values) for name, values in _unpack(arrays, wire_dtype).items()})
 
 
 def received_state(arrays: ArrayRecord, wire_dtype: str) -> dict[str, torch.Tensor]:
@@ -93,7 +96,23 @@ def _unpack(arrays: ArrayRecord, wire_dtype: str) -> dict[str, np.ndarray]:
     if sorted(order) != sorted(values):
         raise WireFormatError("the model bundle is damaged: its list of arrays does not match the arrays it holds")
     wire = np.dtype(wire_dtype)
-    return {name: values[name].astype(_MODEL_DTYPE) if values[name].dtype == wire else values[name] for name in order}
+    # Fresh arrays from the bundle's bytes: float32 ones need no second copy.
+    return {name: values[name].astype(_MODEL_DTYPE, copy=False) if values[name].dtype == wire else values[name]
+            for name in order}
+
+
+def _npy_array(values: np.ndarray) -> Array:
+    """`Array(values)`, the same bytes, with the .npy header made once per dtype and shape: np.save
+    costs 30 us an array, 1.1 ms for each reply the server unpacks (1.1 s a round at 1,000 clients)."""
+    data = _npy_header(values.dtype.str, values.shape) + values.tobytes()
+    return Array(dtype=str(values.dtype), shape=tuple(values.shape), stype=SType.NUMPY, data=data)
+
+
+@functools.lru_cache(maxsize=4096)
+def _npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
 
 
 def _header(blob: bytes) -> dict:
