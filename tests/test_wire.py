@@ -92,13 +92,17 @@ def test_a_model_message_is_a_handful_of_flower_objects_however_many_arrays_it_h
     assert objects["bundle"] <= 6
 
 
-def test_the_unpacked_arrays_are_the_bytes_flower_itself_would_make():
+def test_the_unpacked_arrays_are_the_bytes_flower_itself_would_make_and_give_their_own_copies():
     model = _model()
     received = from_wire(to_wire(model, "float32"), "float32")
     for name, original in model.items():
         rebuilt = Array(original.numpy())  # np.save's bytes
         assert (received[name].dtype, received[name].shape, received[name].stype) == (rebuilt.dtype, rebuilt.shape, rebuilt.stype)
         assert received[name].data == rebuilt.data
+        values = received[name].numpy()
+        np.testing.assert_array_equal(values, original.numpy())
+        values[...] = 0  # a copy: what the next caller gets is untouched
+        np.testing.assert_array_equal(received[name].numpy(), original.numpy())
 
 
 @pytest.mark.parametrize("wire_dtype", ["float32", "float16"])

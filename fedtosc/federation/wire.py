@@ -57,7 +57,10 @@ def state_to_wire(state: Mapping[str, torch.Tensor], wire_dtype: str) -> ArrayRe
 
 def from_wire(arrays: ArrayRecord, wire_dtype: str) -> ArrayRecord:
     """The named arrays a bundle carries, in the model's dtypes: `wire_dtype` arrays as float32, the rest unchanged."""
-    return ArrayRecord({name: _npy_array(values) for name, values in _unpack(arrays, wire_dtype).items()})
+    record = ArrayRecord()  # filled item by item: ArrayRecord(dict) would copy each Array into a plain one
+    for name, values in _unpack(arrays, wire_dtype).items():
+        record[name] = _UnpackedArray(values)
+    return record
 
 
 def received_state(arrays: ArrayRecord, wire_dtype: str) -> dict[str, torch.Tensor]:
@@ -101,11 +104,20 @@ def _unpack(arrays: ArrayRecord, wire_dtype: str) -> dict[str, np.ndarray]:
             for name in order}
 
 
-def _npy_array(values: np.ndarray) -> Array:
-    """`Array(values)`, the same bytes, with the .npy header made once per dtype and shape: np.save
-    costs 30 us an array, 1.1 ms for each reply the server unpacks (1.1 s a round at 1,000 clients)."""
-    data = _npy_header(values.dtype.str, values.shape) + values.tobytes()
-    return Array(dtype=str(values.dtype), shape=tuple(values.shape), stype=SType.NUMPY, data=data)
+class _UnpackedArray(Array):
+    """`Array(values)`, the same fields and bytes, that also keeps `values`: `numpy()` returns a copy
+    of them instead of parsing its .npy bytes again (np.load's header parse, 1.3 ms for the digits
+    student's 36 arrays), which FedAvg does for every reply it averages. Its .npy header is made
+    once per dtype and shape (np.save cost 1.1 ms a reply). The server's unpacked replies are these;
+    they are averaged, never sent."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        data = _npy_header(values.dtype.str, values.shape) + values.tobytes()
+        super().__init__(dtype=str(values.dtype), shape=tuple(values.shape), stype=SType.NUMPY, data=data)
+        self.__dict__["_values"] = values  # beside Flower's fields, not one of them
+
+    def numpy(self) -> np.ndarray:
+        return self.__dict__["_values"].copy()
 
 
 @functools.lru_cache(maxsize=4096)
