@@ -26,7 +26,7 @@ REPLY_POLL_S = (0.05, 0.2)
 _POLL_S_PER_OUTSTANDING_MESSAGE = 1e-4
 # Woken by each stored reply (a simulation), pulls still stay 1 ms per outstanding message apart: a
 # pull costs 3.4 us per message still out on Flower's in-memory state (0.05 / 0.33 / 3.4 ms at 10 /
-# 100 / 1,000), so pulls take at most 0.3% of a core, where a pull per reply took 1.7 s a round at 1,000.
+# 100 / 1,000), so pulls take at most 0.3% of a core; a pull per reply would take about 1.7 s a round at 1,000.
 _PULL_SPACING_S_PER_OUTSTANDING_MESSAGE = 1e-3
 
 
