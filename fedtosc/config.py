@@ -358,7 +358,7 @@ def check_ranges(config: ExperimentConfig) -> None:
 
 def _check_ray(config: ExperimentConfig) -> None:
     """Ray's own rules for resource amounts and cluster addresses, checked before any work."""
-    from fedtosc.ray_cluster import RayAddressError, check_address
+    from fedtosc.ray_cluster import RayAddressError, check_address, check_own_cpus
 
     gpus = config.federation.client_gpus
     # Ray takes a fraction of one GPU or whole GPUs; 1.5 GPUs per actor is refused at scheduling time.
@@ -373,11 +373,10 @@ def _check_ray(config: ExperimentConfig) -> None:
     if num_cpus is not None:
         if num_cpus < 1:
             raise ConfigError(f"ray.num_cpus={num_cpus} must be at least 1 (null: every core of this machine)")
-        if config.ray.address is not None:
-            raise ConfigError(
-                f"ray.num_cpus={num_cpus} sets the CPUs of the run's own Ray, but ray.address joins a cluster whose "
-                "CPUs were set when its nodes started (`ray start --num-cpus`): unset one of them"
-            )
+        try:
+            check_own_cpus(num_cpus, config.ray.address, "ray.address")
+        except RayAddressError as error:
+            raise ConfigError(str(error)) from error
         if config.federation.client_cpus > num_cpus:
             raise ConfigError(
                 f"federation.client_cpus={config.federation.client_cpus} is more than ray.num_cpus={num_cpus}: "

@@ -28,7 +28,9 @@ import psutil
 
 from fedtosc.app_source import stage_app_source
 from fedtosc.config import ConfigError, ExperimentConfig
-from fedtosc.ray_cluster import LOCAL, ClientResources, RayAddressError, client_resources, cluster_address, cluster_nodes, local_nodes
+from fedtosc.ray_cluster import (
+    LOCAL, ClientResources, RayAddressError, check_own_cpus, client_resources, cluster_address, cluster_nodes, local_nodes,
+)
 from fedtosc.run_failure import describe_ended_run
 
 __all__ = [
@@ -170,11 +172,7 @@ def simulation_resources(config: ExperimentConfig) -> tuple[str | None, ClientRe
     try:
         address = cluster_address(config.ray.address)
         # A joined cluster is asked what it has; a Ray of our own would have this machine's CPUs and GPUs.
-        if address is not None and config.ray.num_cpus is not None:
-            raise RayAddressError(
-                f"ray.num_cpus={config.ray.num_cpus} sets the CPUs of the run's own Ray, but RAY_ADDRESS={address} joins a "
-                "cluster whose CPUs were set when its nodes started: unset one of them"
-            )
+        check_own_cpus(config.ray.num_cpus, address, "ray.address" if config.ray.address is not None else "RAY_ADDRESS")
         nodes = cluster_nodes(address) if address is not None else local_nodes(config.ray.num_cpus)
         resources = client_resources(
             config.federation.client_cpus, config.federation.client_gpus, config.device, nodes, own_ray=address is None,

@@ -20,6 +20,7 @@ __all__ = [
     "NodeResources",
     "RayAddressError",
     "check_address",
+    "check_own_cpus",
     "client_resources",
     "cluster_address",
     "cluster_nodes",
@@ -66,6 +67,16 @@ def cluster_address(configured: str | None) -> str | None:
     except RayAddressError as error:
         raise RayAddressError(f"RAY_ADDRESS: {error}; unset it or set ray.address") from None
     return from_env
+
+
+def check_own_cpus(num_cpus: int | None, address: str | None, named: str) -> None:
+    """Raise RayAddressError when `ray.num_cpus` is set for a run that joins the cluster at `address`
+    (`named`: the key or variable that gave it): a cluster's CPUs are set when its nodes start."""
+    if num_cpus is not None and address is not None:
+        raise RayAddressError(
+            f"ray.num_cpus={num_cpus} sets the CPUs of the run's own Ray, but {named}={address} joins a cluster "
+            "whose CPUs were set when its nodes started (`ray start --num-cpus`): unset one of them"
+        )
 
 
 @dataclass(frozen=True)

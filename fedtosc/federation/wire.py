@@ -77,7 +77,8 @@ def wire_nbytes(arrays: ArrayRecord, wire_dtype: str) -> int:
 
 def _pack(values: Mapping[str, np.ndarray], wire_dtype: str) -> ArrayRecord:
     wire = np.dtype(wire_dtype)
-    sent = {name: np.asarray(value.astype(wire) if value.dtype == _MODEL_DTYPE else value, order="C")
+    # astype(copy=False): a float32 wire keeps the float32 arrays as they are, no copy before packing.
+    sent = {name: np.asarray(value.astype(wire, copy=False) if value.dtype == _MODEL_DTYPE else value, order="C")
             for name, value in values.items()}
     # Safetensors stores its arrays sorted; the metadata keeps the sender's order for the receiver.
     blob = save_safetensors(sent, metadata={_ORDER: json.dumps(list(sent))})
